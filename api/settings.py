@@ -1,0 +1,145 @@
+"""All configuration in one place.
+
+Every group reads its own environment prefix, so the names the API contract promises
+(``MLFLOW_TRACKING_URI``, ``MYSQL_HOST`` … ``MYSQL_DATABASE``) work exactly as written,
+while our own knobs live under ``FA_*``, ``TRITON_*`` and friends. Nothing else in the
+project reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Group(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+
+class PathSettings(_Group):
+    """Where state lives. ``FA_DATA_DIR`` holds the embedded registry, SQLite db, logs."""
+
+    model_config = SettingsConfigDict(env_prefix="FA_", extra="ignore")
+    data_dir: Path = PROJECT_ROOT / "var"
+    model_repository: Path = PROJECT_ROOT / "model_repository"
+
+
+class MLflowSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="MLFLOW_", extra="ignore")
+    # None -> embedded registry: sqlite db + artifact dir under FA_DATA_DIR/mlflow
+    tracking_uri: str | None = None
+    production_alias: str = "production"
+
+
+class TritonSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="TRITON_", extra="ignore")
+    # address the API and export use to reach Triton (gRPC and HTTP)
+    grpc_url: str = "127.0.0.1:8001"
+    http_url: str = "127.0.0.1:8010"
+    metrics_url: str = "http://127.0.0.1:8002/metrics"
+    # ports of the local server started by tools.triton_local (the API owns 8000)
+    http_port: int = 8010
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    # per-request deadline; a dead Triton must give 503 quickly, not a hang
+    timeout_s: float = 15.0
+    pipeline_model: str = "face_pipeline"
+    detector_model: str = "face_detector"
+    multitask_model: str = "face_multitask"
+
+
+class MySQLSettings(_Group):
+    """Production database. Unset ``MYSQL_HOST`` selects the embedded SQLite database."""
+
+    model_config = SettingsConfigDict(env_prefix="MYSQL_", extra="ignore")
+    host: str | None = None
+    port: int = 3306
+    user: str = "root"
+    password: str = ""
+    database: str = "face_analytics"
+    pool_min: int = 1
+    pool_max: int = 10
+    connect_timeout_s: float = 5.0
+
+
+class DatabaseSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="FA_DB_", extra="ignore")
+    sqlite_path: Path | None = None  # default: FA_DATA_DIR/face_analytics.sqlite3
+    store_original_image: bool = False  # known_faces.image_data; only the face crop by default
+
+
+class MatchingSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="FA_MATCH_", extra="ignore")
+    # cosine similarity on L2-normalised SFace embeddings; see README "Accuracy" for the measurement
+    threshold: float = 0.40
+    # how often a worker re-reads gallery changes made by other workers
+    sync_interval_s: float = 1.0
+
+
+class UploadSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="FA_UPLOAD_", extra="ignore")
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    min_side: int = 16
+
+
+class DetectionSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="FA_DETECT_", extra="ignore")
+    min_face_size: int = 0  # pixels in the original image; 0 = any size
+    max_faces: int = 0  # 0 = no limit
+
+
+class AuthSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="FA_AUTH_", extra="ignore")
+    enabled: bool = False
+    # comma-separated sha256 hex digests of accepted API keys (never the keys themselves)
+    key_hashes: str = ""
+    rate_limit_per_minute: int = 600
+    protect_health: bool = False
+    protect_metrics: bool = False
+
+
+class ServerSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="FA_", extra="ignore")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    log_level: str = "info"
+    retention_days: int = 0  # purge unknown people not seen for N days; 0 = keep
+
+
+class Settings(_Group):
+    paths: PathSettings = Field(default_factory=PathSettings)
+    mlflow: MLflowSettings = Field(default_factory=MLflowSettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    mysql: MySQLSettings = Field(default_factory=MySQLSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    matching: MatchingSettings = Field(default_factory=MatchingSettings)
+    upload: UploadSettings = Field(default_factory=UploadSettings)
+    detection: DetectionSettings = Field(default_factory=DetectionSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{(self.paths.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return (self.paths.data_dir / "mlflow" / "artifacts").resolve()
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.database.sqlite_path or (self.paths.data_dir / "face_analytics.sqlite3")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
