@@ -48,3 +48,9 @@ PL_AGE = "AGE"  # FP32 [K] years
 PL_GENDER = "GENDER"  # FP32 [K,2] (female, male)
 PL_CHIPS = "CHIPS"  # UINT8 [K,CHIP_SIZE,CHIP_SIZE,3] RGB aligned canvas (stored for re-embedding)
 PL_IMAGE_SIZE = "IMAGE_SIZE"  # INT32 [2] width, height of the upright image
+# face_pipeline batches whole requests (max_batch_size > 0), so every input and output above
+# carries a leading batch dimension of 1 on the wire: IMAGE [1,1], BOXES [1,K,4], ...
+
+# Prefix of the Triton error message for bytes that are not a decodable image; the API maps
+# it to 400 instead of 503.
+INVALID_IMAGE_PREFIX = "invalid image: "

@@ -1,0 +1,45 @@
+# Face Analytics: `make run` serves the API on 127.0.0.1:8000, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA ?= ../shared/data
+
+.PHONY: setup run test triton models publish loadtest bench eval clean help
+
+help:
+	@echo "make run      set everything up, start Triton + the API on 127.0.0.1:8000"
+	@echo "make test     run the test suite (real Triton, real models, SQLite and MariaDB)"
+	@echo "make setup    virtualenv, dependencies, local Triton, models, model repository"
+	@echo "make triton   run the local Triton server in the foreground"
+	@echo "make bench | loadtest | eval"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	# only the tritonserver binary + python backend of this wheel are used; its own Python
+	# dependencies (PyTriton's API) are not needed, hence --no-deps
+	$(PY) -m pip install -q --no-deps nvidia-pytriton==0.7.0
+	@touch $@
+
+models: $(STAMP)
+	$(PY) -m export bootstrap
+
+publish: models
+	$(PY) -m export publish --no-load
+
+setup: publish
+
+triton: setup
+	$(PY) -m tools.triton_local run
+
+run: setup
+	$(PY) -m tools.serve
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+clean:
+	rm -rf model_repository var/build var/triton

@@ -1,0 +1,117 @@
+"""python -m export: the model life cycle from PyPI packages to a serving Triton.
+
+    bootstrap            packaged ONNX models -> convert -> MLflow (alias 'production' if unset)
+    publish              models:/<name>@production -> Triton model repository -> load
+    promote NAME VERSION move the production alias (then run publish)
+    list                 registered models, versions and aliases
+
+MLFLOW_TRACKING_URI selects the registry (default: embedded sqlite under FA_DATA_DIR/mlflow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from api.settings import get_settings
+
+
+def _progress(msg: str) -> None:
+    print(f"[export] {msg}", flush=True)
+
+
+def cmd_bootstrap(args, settings) -> int:
+    from export import bootstrap
+    from export.registry import Registry
+
+    built = bootstrap.build_onnx(settings.paths.data_dir / "build", progress=_progress)
+    registry = Registry(settings)
+    versions = bootstrap.register(registry, built, promote=args.promote, progress=_progress)
+    for name, v in versions.items():
+        _progress(f"{name}: version {v.version}, aliases {list(v.aliases) or '-'}")
+    return 0
+
+
+def cmd_publish(args, settings) -> int:
+    from export import publish, triton_config
+    from export.registry import Registry
+
+    repo = Path(args.repository or settings.paths.model_repository)
+    tuning = triton_config.Tuning(tensorrt=args.tensorrt)
+    published = publish.write_repository(Registry(settings), repo, target=args.target,
+                                         tuning=tuning, max_pixels=settings.upload.max_pixels,
+                                         progress=_progress)
+    _progress(f"repository written: {repo}")
+    if not args.no_load:
+        publish.load_into_triton(args.triton_url or settings.triton.http_url, published, repo,
+                                 progress=_progress)
+    return 0
+
+
+def cmd_promote(args, settings) -> int:
+    from export.registry import Registry
+
+    registry = Registry(settings)
+    before = registry.production(args.name)
+    registry.set_production(args.name, args.version)
+    _progress(f"{args.name}: '{registry.alias}' {before.version if before else '-'} -> {args.version}; "
+              "run `python -m export publish` to serve it")
+    return 0
+
+
+def cmd_list(args, settings) -> int:
+    from export.registry import Registry
+
+    registry = Registry(settings)
+    names = registry.registered_names()
+    if not names:
+        print(f"no registered models in {registry.uri}")
+    for name in names:
+        print(name)
+        for v in registry.versions(name):
+            aliases = ",".join(v.aliases) or "-"
+            print(f"  v{v.version:<4} aliases={aliases:<12} sha256={(v.sha256 or '?')[:12]} run={v.run_id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bootstrap", help="register the packaged pretrained models in MLflow")
+    b.add_argument("--promote", action="store_true",
+                   help="move 'production' to the freshly built versions even if it is set")
+    b.set_defaults(func=cmd_bootstrap)
+    pub = sub.add_parser("publish", help="write the Triton model repository from @production")
+    pub.add_argument("--repository", help="model repository (default: FA_MODEL_REPOSITORY)")
+    pub.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
+                     help="cpu: python backend around onnxruntime; gpu: onnxruntime backend")
+    pub.add_argument("--tensorrt", action="store_true", help="gpu target: TensorRT EP in FP16")
+    pub.add_argument("--triton-url", help="Triton HTTP address to load into (default: TRITON_HTTP_URL)")
+    pub.add_argument("--no-load", action="store_true", help="only write the repository")
+    pub.set_defaults(func=cmd_publish)
+    pr = sub.add_parser("promote", help="move the production alias to VERSION")
+    pr.add_argument("name")
+    pr.add_argument("version", type=int)
+    pr.set_defaults(func=cmd_promote)
+    ls = sub.add_parser("list", help="registered models, versions, aliases")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    try:
+        return args.func(args, settings)
+    except Exception as exc:  # noqa: BLE001 - turn known failures into one clear line
+        known = (LookupError, RuntimeError, OSError, ValueError)
+        if not isinstance(exc, known) and type(exc).__name__ != "MlflowException":
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

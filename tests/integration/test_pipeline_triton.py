@@ -1,0 +1,153 @@
+"""face_pipeline on the real tritonserver with the real models and real photos."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import re
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+from tritonclient.utils import InferenceServerException
+
+from pipeline import contract as C
+
+pytestmark = pytest.mark.triton
+
+OUTPUTS = (C.PL_BOXES, C.PL_SCORES, C.PL_LANDMARKS, C.PL_EMBEDDINGS, C.PL_AGE, C.PL_GENDER,
+           C.PL_CHIPS, C.PL_IMAGE_SIZE)
+# cosine threshold on L2-normalised SFace embeddings (FA_MATCH_THRESHOLD default)
+THRESHOLD = 0.40
+
+
+def _inputs(data: bytes, module=grpcclient):
+    t = module.InferInput(C.PL_IMAGE, [1, 1], "BYTES")
+    t.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+    return [t]
+
+
+def analyze(client: grpcclient.InferenceServerClient, data: bytes) -> dict[str, np.ndarray]:
+    res = client.infer(C.PIPELINE, _inputs(data),
+                       outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUTS])
+    return {n: res.as_numpy(n)[0] for n in OUTPUTS}
+
+
+@pytest.fixture(scope="module")
+def client(triton):
+    c = grpcclient.InferenceServerClient(triton.grpc_url)
+    yield c
+    c.close()
+
+
+def iou(a, b) -> float:
+    ax1, ay1, ax2, ay2 = a
+    bx1, by1, bx2, by2 = b
+    iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
+    ih = max(0.0, min(ay2, by2) - max(ay1, by1))
+    inter = iw * ih
+    return inter / ((ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_group_photos_yield_every_face_with_matching_boxes(client, shared_data):
+    truth: dict[str, list] = {}
+    for row in read_csv(shared_data / "detection" / "boxes.csv"):
+        x, y, w, h = (float(row[k]) for k in ("x", "y", "width", "height"))
+        truth.setdefault(row["path"], []).append((x, y, x + w, y + h))
+    for name in ("images/friends_t1.jpg", "images/bob_multi.png", "images/pyfeat_multi.jpg"):
+        out = analyze(client, (shared_data / "detection" / name).read_bytes())
+        boxes = out[C.PL_BOXES]
+        k = len(boxes)
+        assert k >= len(truth[name]), f"{name}: {k} faces for {len(truth[name])} labelled"
+        for gt in truth[name]:
+            assert max(iou(gt, b) for b in boxes) >= 0.5, f"{name}: no detection overlaps {gt}"
+        assert out[C.PL_EMBEDDINGS].shape == (k, C.EMBEDDING_DIM)
+        assert np.allclose(np.linalg.norm(out[C.PL_EMBEDDINGS], axis=1), 1.0, atol=1e-3)
+        assert out[C.PL_CHIPS].shape == (k, C.CHIP_SIZE, C.CHIP_SIZE, 3)
+        assert out[C.PL_LANDMARKS].shape == (k, 5, 2)
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        assert np.all(np.diff(areas) <= 1e-3), "faces must come largest first"
+
+
+def test_photos_without_faces_yield_none(client, shared_data):
+    for row in read_csv(shared_data / "no_face" / "no_face.csv")[:4]:
+        out = analyze(client, (shared_data / "no_face" / row["path"]).read_bytes())
+        assert out[C.PL_BOXES].shape == (0, 4), row["path"]
+        assert out[C.PL_EMBEDDINGS].shape == (0, C.EMBEDDING_DIM)
+        assert out[C.PL_IMAGE_SIZE][0] > 0
+
+
+def test_verification_pairs_separate_at_threshold(client, shared_data):
+    rows = read_csv(shared_data / "verification" / "pairs.csv")
+    same = [r for r in rows if r["same"] == "1"][:5]
+    diff = [r for r in rows if r["same"] == "0"][:5]
+    cache: dict[str, np.ndarray] = {}
+
+    def emb(path):
+        if path not in cache:
+            out = analyze(client, (shared_data / "verification" / path).read_bytes())
+            assert len(out[C.PL_EMBEDDINGS]) >= 1, path
+            cache[path] = out[C.PL_EMBEDDINGS][0]  # largest face
+        return cache[path]
+
+    for r in same:
+        assert float(emb(r["img1"]) @ emb(r["img2"])) > THRESHOLD, r
+    for r in diff:
+        assert float(emb(r["img1"]) @ emb(r["img2"])) < THRESHOLD, r
+
+
+def test_age_and_gender_are_plausible(client, shared_data):
+    for row in read_csv(shared_data / "age_gender" / "labels.csv"):
+        out = analyze(client, (shared_data / "age_gender" / row["path"]).read_bytes())
+        assert len(out[C.PL_AGE]) >= 1, row["path"]
+        p_female, p_male = out[C.PL_GENDER][0]
+        assert abs(p_female + p_male - 1) < 1e-3
+        assert ("male" if p_male > 0.5 else "female") == row["gender"], row["path"]
+        if row["age"]:
+            assert abs(float(out[C.PL_AGE][0]) - float(row["age"])) <= 10, row["path"]
+        assert 0 < float(out[C.PL_AGE][0]) < 100
+
+
+def test_undecodable_bytes_give_a_clear_triton_error(client):
+    with pytest.raises(InferenceServerException) as info:
+        analyze(client, b"this is not an image")
+    assert C.INVALID_IMAGE_PREFIX.strip() in info.value.message()
+
+
+def _metric(text: str, name: str, model: str) -> float:
+    m = re.search(rf'^{name}{{model="{model}",version="\d+"}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def _counts(metrics_url: str) -> dict[str, tuple[float, float]]:
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    return {m: (_metric(text, "nv_inference_count", m), _metric(text, "nv_inference_exec_count", m))
+            for m in (C.DETECTOR, C.MULTITASK)}
+
+
+def test_dynamic_batching_merges_concurrent_requests(triton, shared_data):
+    photos = [p.read_bytes() for p in sorted((shared_data / "verification" / "images").rglob("*.jpg"))[:8]]
+    before = _counts(triton.metrics_url)
+
+    async def burst():
+        client = aioclient.InferenceServerClient(triton.grpc_url)
+        try:
+            await asyncio.gather(*(client.infer(C.PIPELINE, _inputs(photos[i % len(photos)], aioclient))
+                                   for i in range(48)))
+        finally:
+            await client.close()
+
+    asyncio.run(burst())
+    after = _counts(triton.metrics_url)
+    for model in (C.DETECTOR, C.MULTITASK):
+        inferences = after[model][0] - before[model][0]
+        executions = after[model][1] - before[model][1]
+        assert inferences >= 48, model
+        assert inferences > executions, f"{model}: {inferences} inferences in {executions} executions"

@@ -1,0 +1,122 @@
+"""face_pipeline: one encoded photo in, every face out (Triton python backend, BLS).
+
+Why BLS and not an ensemble: one image yields 0..N faces, and an ensemble passes a single
+batch dimension through every step. Here the dynamic batcher hands us up to
+max_batch_size requests; we decode them, send ONE detector request for all of them and ONE
+multitask request (chunked to its max batch) for all their faces, so Triton's dynamic
+batching merges work across concurrent clients at both models.
+
+The geometry (letterbox, priors, NMS, alignment) lives in the `pipeline` package, copied
+next to this file by `export publish`, so the in-process reference runs the same code.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from pipeline import contract as C  # noqa: E402
+from pipeline.align import chips_to_tensor, face_chips  # noqa: E402
+from pipeline.decode import ImageDecodeError, decode_image  # noqa: E402
+from pipeline.detect import letterbox, postprocess  # noqa: E402
+
+
+def _optional_int(request, name):
+    t = pb_utils.get_input_tensor_by_name(request, name)
+    return 0 if t is None else int(t.as_numpy().reshape(-1)[0])
+
+
+def _bls(model, inputs, output_names):
+    req = pb_utils.InferenceRequest(
+        model_name=model, inputs=inputs, requested_output_names=list(output_names))
+    resp = req.exec()
+    if resp.has_error():
+        raise pb_utils.TritonModelException(f"{model}: {resp.error().message()}")
+    return [pb_utils.get_output_tensor_by_name(resp, n).as_numpy() for n in output_names]
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.detector = params.get("detector_model", C.DETECTOR)
+        self.multitask = params.get("multitask_model", C.MULTITASK)
+        self.size = int(params.get("detector_size", C.DETECTOR_SIZE))
+        self.score_threshold = float(params.get("score_threshold", "0.5"))
+        self.max_pixels = int(params.get("max_pixels", "40000000"))
+        self.multitask_batch = int(params.get("multitask_max_batch", "32"))
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        images, jobs = [], []
+        for i, request in enumerate(requests):
+            data = pb_utils.get_input_tensor_by_name(request, C.PL_IMAGE).as_numpy().reshape(-1)[0]
+            try:
+                rgb = decode_image(bytes(data), max_pixels=self.max_pixels)
+            except ImageDecodeError as exc:
+                responses[i] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(C.INVALID_IMAGE_PREFIX + str(exc)))
+                continue
+            images.append(rgb)
+            jobs.append((i, _optional_int(request, C.PL_MIN_FACE_SIZE),
+                         _optional_int(request, C.PL_MAX_FACES)))
+        if jobs:
+            try:
+                for (i, _, _), out in zip(jobs, self._analyze(images, jobs)):
+                    responses[i] = pb_utils.InferenceResponse(output_tensors=out)
+            except pb_utils.TritonModelException as exc:
+                for i, _, _ in jobs:
+                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
+        return responses
+
+    def _analyze(self, images, jobs):
+        boxed = [letterbox(rgb, self.size) for rgb in images]
+        batch = np.stack([t for t, _ in boxed]).astype(np.float32, copy=False)
+        loc, conf, lmk = _bls(self.detector, [pb_utils.Tensor(C.DET_INPUT, batch)], C.DET_OUTPUTS)
+
+        per_image, chips = [], []
+        for k, (rgb, (_, scale), (_, min_size, max_faces)) in enumerate(zip(images, boxed, jobs)):
+            h, w = rgb.shape[:2]
+            boxes, scores, landmarks = postprocess(
+                loc[k], conf[k], lmk[k], self.size, scale, w, h,
+                score_threshold=self.score_threshold, min_face_size=min_size, max_faces=max_faces)
+            crops = face_chips(rgb, landmarks)
+            per_image.append((boxes, scores, landmarks, crops, w, h))
+            chips.append(crops)
+
+        all_chips = np.concatenate(chips) if chips else np.zeros((0, C.CHIP_SIZE, C.CHIP_SIZE, 3), np.uint8)
+        emb, age, gender = self._multitask(all_chips)
+
+        outputs, start = [], 0
+        for boxes, scores, landmarks, crops, w, h in per_image:
+            end = start + len(boxes)
+            tensors = {
+                C.PL_BOXES: boxes.astype(np.float32),
+                C.PL_SCORES: scores.astype(np.float32),
+                C.PL_LANDMARKS: landmarks.reshape(-1, 5, 2).astype(np.float32),
+                C.PL_EMBEDDINGS: emb[start:end],
+                C.PL_AGE: age[start:end].reshape(-1),
+                C.PL_GENDER: gender[start:end],
+                C.PL_CHIPS: crops,
+            }
+            out = [pb_utils.Tensor(n, np.ascontiguousarray(a)[None]) for n, a in tensors.items()]
+            out.append(pb_utils.Tensor(C.PL_IMAGE_SIZE, np.array([[w, h]], np.int32)))
+            outputs.append(out)
+            start = end
+        return outputs
+
+    def _multitask(self, chips):
+        n = len(chips)
+        if n == 0:
+            return (np.zeros((0, C.EMBEDDING_DIM), np.float32), np.zeros((0, 1), np.float32),
+                    np.zeros((0, 2), np.float32))
+        parts = []
+        for s in range(0, n, self.multitask_batch):
+            x = chips_to_tensor(chips[s:s + self.multitask_batch])
+            parts.append(_bls(self.multitask, [pb_utils.Tensor(C.MT_INPUT, x)],
+                              (C.MT_EMBEDDING, C.MT_AGE, C.MT_GENDER)))
+        return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))
