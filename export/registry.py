@@ -55,6 +55,7 @@ class Registry:
             (settings.paths.data_dir / "mlflow").mkdir(parents=True, exist_ok=True)
         # MLflow 3 reads these from the environment only; keep its own telemetry quiet here
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         import mlflow
         from mlflow.tracking import MlflowClient
 
