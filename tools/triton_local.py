@@ -14,6 +14,7 @@ because the python backend stub finds its interpreter (and numpy, onnxruntime, c
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import signal
@@ -32,9 +33,12 @@ DEFAULT_MODELS = (contract.DETECTOR, contract.MULTITASK, contract.PIPELINE)
 
 
 def _wheel_root() -> Path:
-    import pytriton  # only to locate the wheel's files; its Python API is not used
-
-    return Path(pytriton.__file__).resolve().parent
+    # locate, don't import: only the wheel's files are used, and importing pytriton needs
+    # its Python dependencies, which we don't install
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("nvidia-pytriton is not installed; run `make setup`")
+    return Path(list(spec.submodule_search_locations)[0]).resolve()
 
 
 def server_binary() -> Path:
