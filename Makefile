@@ -41,5 +41,11 @@ run: setup
 test: $(STAMP)
 	$(PY) -m pytest -q -ra
 
+loadtest: $(STAMP)
+	$(PY) -m pip install -q -e ".[loadtest]"
+	@mkdir -p loadtests/results
+	$(VENV)/bin/locust -f loadtests/locustfile.py --config loadtests/locust.conf
+	$(PY) -m loadtests.plot loadtests/results/locust_stats_history.csv loadtests/results/locust.png
+
 clean:
 	rm -rf model_repository var/build var/triton
