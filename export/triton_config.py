@@ -19,6 +19,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from pipeline import contract as C
+from pipeline.detect import SCORE_THRESHOLD
 
 TARGETS = ("cpu", "gpu")
 
@@ -39,7 +40,7 @@ class Tuning:
     pipeline_queue_delay_us: int = 2000
     ort_threads: int = 2
     detector_size: int = C.DETECTOR_SIZE
-    score_threshold: float = 0.5
+    score_threshold: float = SCORE_THRESHOLD
     tensorrt: bool = False
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from pipeline import contract as C  # noqa: E402
 from pipeline.align import chips_to_tensor, face_chips  # noqa: E402
 from pipeline.decode import ImageDecodeError, decode_image  # noqa: E402
-from pipeline.detect import letterbox, postprocess  # noqa: E402
+from pipeline.detect import SCORE_THRESHOLD, letterbox, postprocess  # noqa: E402
 
 
 def _optional_int(request, name):
@@ -46,7 +46,7 @@ class TritonPythonModel:
         self.detector = params.get("detector_model", C.DETECTOR)
         self.multitask = params.get("multitask_model", C.MULTITASK)
         self.size = int(params.get("detector_size", C.DETECTOR_SIZE))
-        self.score_threshold = float(params.get("score_threshold", "0.5"))
+        self.score_threshold = float(params.get("score_threshold", SCORE_THRESHOLD))
         self.max_pixels = int(params.get("max_pixels", "40000000"))
         self.multitask_batch = int(params.get("multitask_max_batch", "32"))
 
