@@ -116,6 +116,12 @@ class ServerSettings(_Group):
     retention_days: int = 0  # purge unknown people not seen for N days; 0 = keep
 
 
+class PrometheusSettings(_Group):
+    # set with several uvicorn workers; prometheus_client keeps per-process files there
+    model_config = SettingsConfigDict(env_prefix="PROMETHEUS_", extra="ignore")
+    multiproc_dir: str | None = None
+
+
 class Settings(_Group):
     paths: PathSettings = Field(default_factory=PathSettings)
     mlflow: MLflowSettings = Field(default_factory=MLflowSettings)
@@ -127,6 +133,7 @@ class Settings(_Group):
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
 
     @property
     def mlflow_tracking_uri(self) -> str:

@@ -1,0 +1,133 @@
+"""FastAPI application: create_app() and its lifespan. `uvicorn api.main:app`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from api import errors, metrics
+from api.errors import DatabaseUnavailable, error_response
+from api.identity import IdentityService
+from api.inference import InferenceClient
+from api.repository import Repository
+from api.routes import analyze, health, persons, register, stats
+from api.routes.common import Services
+from api.settings import Settings, get_settings
+
+log = logging.getLogger("api")
+
+DESCRIPTION = """Face detection, age, gender and identity over REST, served by Triton.
+
+Every face is matched against known people (registered with /register) and unknown people
+the service remembers under a stable `unknown_<unix ts>_<4 digits>` id. Errors are JSON
+`{"success": false, "error": <code>, "message": <text>}`."""
+
+
+class BodySizeLimit:
+    """Refuse bodies over the limit while they stream in, before they are buffered."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        # multipart framing adds a little around the file itself
+        limit = self.max_bytes + 64 * 1024
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await error_response(413, "payload_too_large",
+                                        f"the request is larger than the limit of {self.max_bytes} bytes"
+                                        )(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise errors.PayloadTooLarge(f"the request is larger than the limit of {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def _maintain(app: FastAPI, s: Services, ready: bool) -> None:
+    """Connect the database if start-up could not, then keep this worker's gallery in sync."""
+    while True:
+        try:
+            if not ready:
+                await s.repo.start()
+                await s.identity.load()
+                ready = True
+                app.state.db_ready = True
+                log.info("database ready; gallery holds %d people", len(s.identity.gallery))
+            else:
+                await s.identity.sync()
+        except DatabaseUnavailable:
+            if ready:
+                log.warning("database unavailable; will retry")
+        except Exception as exc:  # noqa: BLE001 - never let the sync loop die
+            log.warning("gallery sync failed: %s", type(exc).__name__)
+        await asyncio.sleep(s.settings.matching.sync_interval_s)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        repo = Repository(settings)
+        s = Services(settings, InferenceClient(settings.triton), repo, IdentityService(repo, settings))
+        app.state.services = s
+        app.state.db_ready = False
+        try:
+            await repo.start()
+            await s.identity.load()
+            app.state.db_ready = True
+        except DatabaseUnavailable:
+            log.warning("database unavailable at start-up; retrying in the background")
+        task = asyncio.create_task(_maintain(app, s, app.state.db_ready))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await s.inference.close()
+            await repo.close()
+
+    app = FastAPI(title="Face Analytics API", version="1.0.0", description=DESCRIPTION,
+                  lifespan=lifespan)
+    errors.install(app)
+    for module in (analyze, register, stats, health, persons):
+        app.include_router(module.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics():
+        body, ctype = metrics.render(settings.prometheus.multiproc_dir)
+        return Response(body, media_type=ctype)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        started = time.perf_counter()
+        route = request.scope.get("route")
+        response = await call_next(request)
+        route = request.scope.get("route") or route
+        endpoint = getattr(route, "path", "unmatched")
+        metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.upload.max_bytes)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,29 @@
+"""Prometheus metrics of the API (scraped at /metrics).
+
+With several uvicorn workers set PROMETHEUS_MULTIPROC_DIR (prometheus_client reads it) so
+that /metrics aggregates all workers.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
+                               generate_latest, multiprocess)
+
+REQUESTS = Counter("face_api_requests_total", "HTTP requests", ["endpoint", "method", "status"])
+LATENCY = Histogram("face_api_request_seconds", "HTTP request latency", ["endpoint"],
+                    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4))
+FACES = Histogram("face_api_faces_per_image", "faces found per analysed image",
+                  buckets=(0, 1, 2, 3, 5, 8, 13, 21))
+TRITON_LATENCY = Histogram("face_api_triton_seconds", "face_pipeline call latency",
+                           buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2))
+IDENTITIES = Counter("face_api_identities_total", "identity decisions", ["outcome"])
+
+
+def render(multiprocess_dir: str | None) -> tuple[bytes, str]:
+    if multiprocess_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

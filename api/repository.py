@@ -1,0 +1,406 @@
+"""The only module that talks to the database: MySQL/MariaDB (aiomysql pool) in production,
+SQLite (aiosqlite) embedded when MYSQL_HOST is unset. Parameterised SQL only.
+
+Writes that belong together run in one transaction under the gallery lock (a MySQL named
+lock, or SQLite's immediate write lock), so concurrent workers never create the same
+unknown person twice and a failed request leaves no partial rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from api.errors import DatabaseUnavailable
+from api.settings import Settings
+from db import schema
+
+LOCK_NAME = "face_analytics_gallery"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _db_errors():
+    import pymysql
+
+    return (pymysql.err.OperationalError, pymysql.err.InterfaceError, sqlite3.OperationalError,
+            OSError, asyncio.TimeoutError, ConnectionError)
+
+
+class Tx:
+    """A transaction: execute/fetch with %s placeholders on either dialect."""
+
+    def __init__(self, cursor, dialect: str):
+        self.cur, self.dialect = cursor, dialect
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("%s", "?") if self.dialect == "sqlite" else sql
+
+    def _param(self, v):
+        if self.dialect == "sqlite" and isinstance(v, dt.datetime):
+            return v.isoformat(sep=" ", timespec="microseconds")
+        return v
+
+    async def execute(self, sql: str, params: Sequence = ()) -> int:
+        await self.cur.execute(self._sql(sql), tuple(self._param(p) for p in params))
+        return self.cur.rowcount
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence]) -> None:
+        if rows:
+            await self.cur.executemany(self._sql(sql), [tuple(self._param(p) for p in r) for r in rows])
+
+    async def fetchall(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        await self.execute(sql, params)
+        return list(await self.cur.fetchall())
+
+    async def fetchone(self, sql: str, params: Sequence = ()):
+        await self.execute(sql, params)
+        return await self.cur.fetchone()
+
+
+class Database:
+    """Connections and transactions for one dialect."""
+
+    dialect = "sqlite"
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    def transaction(self, locked: bool = False) -> contextlib.AbstractAsyncContextManager[Tx]:
+        raise NotImplementedError
+
+
+class SQLiteDatabase(Database):
+    dialect = "sqlite"
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.conn = None
+        self.lock = asyncio.Lock()  # one connection per worker: one transaction at a time
+
+    async def start(self) -> None:
+        import aiosqlite
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=15)
+        await self.conn.execute("PRAGMA journal_mode=WAL")
+        await self.conn.execute("PRAGMA busy_timeout=15000")
+        await self.conn.execute("PRAGMA foreign_keys=ON")
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+            self.conn = None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, locked: bool = False) -> AsyncIterator[Tx]:
+        if self.conn is None:
+            raise DatabaseUnavailable("the database is not connected")
+        async with self.lock:
+            cur = await self.conn.cursor()
+            # IMMEDIATE takes the write lock up front: it is the cross-process gallery lock
+            await cur.execute("BEGIN IMMEDIATE" if locked else "BEGIN")
+            try:
+                yield Tx(cur, self.dialect)
+            except BaseException:
+                await cur.execute("ROLLBACK")
+                raise
+            else:
+                await cur.execute("COMMIT")
+            finally:
+                await cur.close()
+
+
+class MySQLDatabase(Database):
+    dialect = "mysql"
+
+    def __init__(self, settings: Settings):
+        self.s = settings.mysql
+        self.pool = None
+
+    async def start(self) -> None:
+        import aiomysql
+
+        self.pool = await aiomysql.create_pool(
+            host=self.s.host, port=self.s.port, user=self.s.user, password=self.s.password,
+            db=self.s.database, minsize=self.s.pool_min, maxsize=self.s.pool_max,
+            connect_timeout=self.s.connect_timeout_s, autocommit=False, charset="utf8mb4",
+            pool_recycle=300)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            await self.pool.wait_closed()
+            self.pool = None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, locked: bool = False) -> AsyncIterator[Tx]:
+        if self.pool is None:
+            await self.start()
+        async with asyncio.timeout(self.s.connect_timeout_s * 4):
+            conn = await self.pool.acquire()
+        try:
+            await conn.ping(reconnect=True)  # a pooled connection may predate a server restart
+            cur = await conn.cursor()
+            if locked:
+                await cur.execute("SELECT GET_LOCK(%s, 15)", (LOCK_NAME,))
+                if (await cur.fetchone())[0] != 1:
+                    raise DatabaseUnavailable("timed out waiting for the gallery lock")
+            try:
+                await conn.begin()
+                yield Tx(cur, self.dialect)
+            except BaseException:
+                await conn.rollback()
+                raise
+            else:
+                await conn.commit()
+            finally:
+                if locked:
+                    await cur.execute("SELECT RELEASE_LOCK(%s)", (LOCK_NAME,))
+                await cur.close()
+        except _db_errors():
+            conn.close()  # broken: don't hand it out again
+            raise
+        finally:
+            self.pool.release(conn)
+
+
+@dataclass
+class PersonRow:
+    person_id: str
+    kind: str
+    person_name: str | None
+    detection_count: int
+    first_seen: object
+    last_seen: object
+    age: float | None = None
+    gender: str | None = None
+
+
+def _emb(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, np.float32)
+
+
+class Repository:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        if settings.mysql.host:
+            self.db: Database = MySQLDatabase(settings)
+        else:
+            self.db = SQLiteDatabase(settings.sqlite_path)
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    async def start(self) -> None:
+        try:
+            await self.db.start()
+            await self.migrate()
+        except _db_errors() as exc:
+            raise DatabaseUnavailable(f"cannot reach the database ({type(exc).__name__})") from None
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, locked: bool = False) -> AsyncIterator[Tx]:
+        try:
+            async with self.db.transaction(locked) as tx:
+                yield tx
+        except _db_errors():
+            raise DatabaseUnavailable("the database is unavailable; retry shortly") from None
+
+    async def migrate(self) -> None:
+        async with self.db.transaction(locked=True) as tx:
+            await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = await tx.fetchone("SELECT MAX(version) FROM schema_version")
+            current = row[0] or 0
+            for version, _ in schema.MIGRATIONS:
+                if version > current:
+                    for stmt in schema.statements(self.dialect, version):
+                        await tx.execute(stmt)
+                    await tx.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+
+    async def ping(self) -> bool:
+        try:
+            async with self.transaction() as tx:
+                await tx.fetchone("SELECT 1")
+            return True
+        except DatabaseUnavailable:
+            return False
+
+    # -- gallery ------------------------------------------------------------------------
+    async def load_gallery(self) -> tuple[list[str], list[str], np.ndarray, int]:
+        async with self.transaction() as tx:
+            seq = (await tx.fetchone("SELECT COALESCE(MAX(seq), 0) FROM gallery_changes"))[0]
+            known = await tx.fetchall("SELECT person_id, embedding FROM known_faces")
+            unknown = await tx.fetchall("SELECT person_id, embedding FROM unknown_faces")
+        ids = [r[0] for r in known] + [r[0] for r in unknown]
+        kinds = ["known"] * len(known) + ["unknown"] * len(unknown)
+        vecs = np.stack([_emb(r[1]) for r in known + unknown]) if ids else np.zeros((0, 128), np.float32)
+        return ids, kinds, vecs, int(seq)
+
+    async def changes_since(self, tx: Tx, seq: int) -> tuple[list[tuple[str, str | None, np.ndarray | None]], int]:
+        """(person_id, kind or None if gone, embedding) for people changed after `seq`."""
+        rows = await tx.fetchall("SELECT seq, person_id FROM gallery_changes WHERE seq > %s ORDER BY seq", (seq,))
+        if not rows:
+            return [], seq
+        out = []
+        for pid in dict.fromkeys(r[1] for r in rows):
+            k = await tx.fetchone("SELECT embedding FROM known_faces WHERE person_id = %s", (pid,))
+            u = None if k else await tx.fetchone("SELECT embedding FROM unknown_faces WHERE person_id = %s", (pid,))
+            if k:
+                out.append((pid, "known", _emb(k[0])))
+            elif u:
+                out.append((pid, "unknown", _emb(u[0])))
+            else:
+                out.append((pid, None, None))
+        return out, int(rows[-1][0])
+
+    async def log_change(self, tx: Tx, person_ids: Sequence[str], now: dt.datetime) -> None:
+        await tx.executemany("INSERT INTO gallery_changes (person_id, changed_at) VALUES (%s, %s)",
+                             [(p, now) for p in person_ids])
+
+    # -- writes of one analysis ------------------------------------------------------------
+    async def insert_unknowns(self, tx: Tx, rows: Sequence[tuple]) -> None:
+        """rows: (person_id, embedding bytes, crop bytes, model_name, model_version, now)."""
+        await tx.executemany(
+            "INSERT INTO unknown_faces (person_id, embedding, face_crop, detection_count, first_seen,"
+            " last_seen, model_name, model_version, created_at, updated_at)"
+            " VALUES (%s, %s, %s, 0, %s, %s, %s, %s, %s, %s)",
+            [(p, e, c, now, now, mn, mv, now, now) for p, e, c, mn, mv, now in rows])
+
+    async def bump_unknowns(self, tx: Tx, counts: dict[str, int], now: dt.datetime) -> None:
+        # atomic increments: exact under any number of concurrent writers
+        await tx.executemany(
+            "UPDATE unknown_faces SET detection_count = detection_count + %s, last_seen = %s,"
+            " updated_at = %s WHERE person_id = %s",
+            [(n, now, now, pid) for pid, n in counts.items()])
+
+    async def insert_detections(self, tx: Tx, rows: Sequence[tuple]) -> None:
+        await tx.executemany(
+            "INSERT INTO face_detections (person_id, face_type, confidence, bbox_x, bbox_y, bbox_width,"
+            " bbox_height, age, gender, gender_confidence, similarity, detected_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
+
+    # -- known people ------------------------------------------------------------------------
+    async def known_by_name(self, tx: Tx, name: str):
+        return await tx.fetchone(
+            "SELECT person_id, embedding, sample_count FROM known_faces WHERE person_name = %s", (name,))
+
+    async def person_id_taken(self, tx: Tx, person_id: str) -> bool:
+        for table in ("known_faces", "unknown_faces"):
+            if await tx.fetchone(f"SELECT 1 FROM {table} WHERE person_id = %s", (person_id,)):
+                return True
+        return False
+
+    async def insert_known(self, tx: Tx, person_id: str, name: str, embedding: bytes, crop: bytes | None,
+                           image: bytes | None, age: float | None, gender: str | None,
+                           model: tuple[str, str], now: dt.datetime, sample_count: int = 1) -> None:
+        await tx.execute(
+            "INSERT INTO known_faces (person_id, person_name, embedding, sample_count, face_crop, image_data,"
+            " age, gender, model_name, model_version, created_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (person_id, name, embedding, sample_count, crop, image, age, gender, model[0], model[1], now, now))
+
+    async def add_known_sample(self, tx: Tx, person_id: str, embedding: bytes, crop: bytes | None,
+                               image: bytes | None, model: tuple[str, str], now: dt.datetime) -> None:
+        await tx.execute(
+            "INSERT INTO known_face_samples (person_id, embedding, face_crop, image_data, model_name,"
+            " model_version, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (person_id, embedding, crop, image, model[0], model[1], now))
+
+    async def known_samples(self, tx: Tx, person_id: str) -> np.ndarray:
+        rows = await tx.fetchall("SELECT embedding FROM known_face_samples WHERE person_id = %s", (person_id,))
+        return np.stack([_emb(r[0]) for r in rows]) if rows else np.zeros((0, 128), np.float32)
+
+    async def update_known_template(self, tx: Tx, person_id: str, embedding: bytes, count: int,
+                                    now: dt.datetime) -> None:
+        await tx.execute("UPDATE known_faces SET embedding = %s, sample_count = %s, updated_at = %s"
+                         " WHERE person_id = %s", (embedding, count, now, person_id))
+
+    async def promote_unknown(self, tx: Tx, unknown_id: str, known_id: str) -> int:
+        """Attribute an unknown person's history to a known one and drop the unknown."""
+        n = await tx.execute("UPDATE face_detections SET person_id = %s, face_type = 'known'"
+                             " WHERE person_id = %s", (known_id, unknown_id))
+        await tx.execute("DELETE FROM unknown_faces WHERE person_id = %s", (unknown_id,))
+        return n
+
+    async def unknown_row(self, tx: Tx, person_id: str):
+        return await tx.fetchone("SELECT embedding, face_crop FROM unknown_faces WHERE person_id = %s",
+                                 (person_id,))
+
+    async def rename_known(self, tx: Tx, person_id: str, name: str, now: dt.datetime) -> int:
+        return await tx.execute("UPDATE known_faces SET person_name = %s, updated_at = %s WHERE person_id = %s",
+                                (name, now, person_id))
+
+    async def delete_person(self, tx: Tx, person_id: str) -> int:
+        n = 0
+        for table in ("known_faces", "known_face_samples", "unknown_faces", "face_detections"):
+            n += await tx.execute(f"DELETE FROM {table} WHERE person_id = %s", (person_id,))
+        return n
+
+    # -- reads -------------------------------------------------------------------------------
+    async def stats(self, since: dt.datetime, top: int = 10) -> dict:
+        async with self.transaction() as tx:
+            known = (await tx.fetchone("SELECT COUNT(*) FROM known_faces"))[0]
+            unknown = (await tx.fetchone("SELECT COUNT(*) FROM unknown_faces"))[0]
+            total = (await tx.fetchone("SELECT COUNT(*) FROM face_detections"))[0]
+            recent = (await tx.fetchone("SELECT COUNT(*) FROM face_detections WHERE detected_at >= %s",
+                                        (since,)))[0]
+            rows = await tx.fetchall(
+                "SELECT person_id, detection_count, last_seen FROM unknown_faces"
+                " ORDER BY detection_count DESC, last_seen DESC LIMIT %s", (top,))
+        return {"known_faces": int(known), "unknown_faces": int(unknown), "total_detections": int(total),
+                "recent_detections_24h": int(recent),
+                "top_unknown_faces": [{"person_id": r[0], "detection_count": int(r[1]), "last_seen": r[2]}
+                                      for r in rows]}
+
+    async def list_persons(self, kind: str | None, limit: int, offset: int) -> tuple[int, list[PersonRow]]:
+        parts, params = [], []
+        known_sql = ("SELECT k.person_id, 'known', k.person_name,"
+                     " (SELECT COUNT(*) FROM face_detections d WHERE d.person_id = k.person_id),"
+                     " k.created_at, k.updated_at, k.age, k.gender FROM known_faces k")
+        unknown_sql = ("SELECT person_id, 'unknown', NULL, detection_count, first_seen, last_seen,"
+                       " NULL, NULL FROM unknown_faces")
+        if kind in (None, "known"):
+            parts.append(known_sql)
+        if kind in (None, "unknown"):
+            parts.append(unknown_sql)
+        union = " UNION ALL ".join(parts)
+        async with self.transaction() as tx:
+            total = (await tx.fetchone(f"SELECT COUNT(*) FROM ({union}) AS p"))[0]
+            rows = await tx.fetchall(f"SELECT * FROM ({union}) AS p ORDER BY 1 LIMIT %s OFFSET %s",
+                                     (*params, limit, offset))
+        return int(total), [PersonRow(*r) for r in rows]
+
+    async def get_person(self, person_id: str) -> PersonRow | None:
+        async with self.transaction() as tx:
+            r = await tx.fetchone(
+                "SELECT person_id, 'known', person_name, (SELECT COUNT(*) FROM face_detections d"
+                " WHERE d.person_id = k.person_id), created_at, updated_at, age, gender"
+                " FROM known_faces k WHERE person_id = %s", (person_id,))
+            if r is None:
+                r = await tx.fetchone(
+                    "SELECT person_id, 'unknown', NULL, detection_count, first_seen, last_seen, NULL, NULL"
+                    " FROM unknown_faces WHERE person_id = %s", (person_id,))
+        return PersonRow(*r) if r else None
+
+    async def purge_unknown_before(self, cutoff: dt.datetime) -> list[str]:
+        async with self.transaction(locked=True) as tx:
+            ids = [r[0] for r in await tx.fetchall(
+                "SELECT person_id FROM unknown_faces WHERE last_seen < %s", (cutoff,))]
+            for pid in ids:
+                await self.delete_person(tx, pid)
+            await self.log_change(tx, ids, utcnow())
+        return ids

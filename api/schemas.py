@@ -1,0 +1,107 @@
+"""Response models: the JSON shapes of the API contract, plus what users need beyond it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BBox(BaseModel):
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class FaceOut(BaseModel):
+    bbox: BBox
+    confidence: float = Field(description="detection score, 0..1")
+    age: float = Field(description="estimated age in years")
+    gender: str = Field(description='"male" or "female"')
+    gender_confidence: float
+    identity: str = Field(description='"known" or "unknown"')
+    person_id: str
+    person_name: str | None = Field(None, description="for known people")
+    similarity: float | None = Field(None, description="cosine similarity of the match; null for a new unknown person")
+
+
+class AnalyzeResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "success": True,
+        "faces": [{"bbox": {"x": 100, "y": 50, "width": 150, "height": 200}, "confidence": 0.95,
+                   "age": 25.5, "gender": "female", "gender_confidence": 0.85, "identity": "unknown",
+                   "person_id": "unknown_1703123456_7890", "person_name": None, "similarity": None}],
+        "message": "Successfully analyzed 1 face(s)",
+        "image": {"width": 640, "height": 480},
+    }})
+    success: bool = True
+    faces: list[FaceOut]
+    message: str
+    image: dict[str, int] | None = None
+
+
+class RegisterResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "success": True, "message": "Successfully registered John Doe",
+        "person_id": "known_john_doe_1703123456", "samples": 1, "promoted_unknown_id": None}})
+    success: bool = True
+    message: str
+    person_id: str
+    samples: int = 1
+    promoted_unknown_id: str | None = None
+
+
+class TopUnknown(BaseModel):
+    person_id: str
+    detection_count: int
+    last_seen: datetime
+
+
+class StatsResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "known_faces": 10, "unknown_faces": 25, "total_detections": 150, "recent_detections_24h": 12,
+        "top_unknown_faces": [{"person_id": "unknown_1703123456_7890", "detection_count": 5,
+                               "last_seen": "2023-12-21T10:30:00"}],
+        "last_updated": "2023-12-21T12:00:00"}})
+    known_faces: int
+    unknown_faces: int
+    total_detections: int
+    recent_detections_24h: int
+    top_unknown_faces: list[TopUnknown]
+    last_updated: datetime
+
+
+class HealthResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "status": "healthy", "services": {"face_detector": True, "face_analytics": True, "database": True},
+        "models": {"face_detector": {"ready": True, "version": "1", "mlflow_version": "1"}}}})
+    status: str
+    services: dict[str, bool]
+    models: dict[str, dict] = {}
+
+
+class Person(BaseModel):
+    person_id: str
+    identity: str
+    person_name: str | None = None
+    detection_count: int
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+
+class PersonsPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    persons: list[Person]
+
+
+class PersonPatch(BaseModel):
+    person_name: str
+
+
+class PersonChanged(BaseModel):
+    success: bool = True
+    message: str
+    person_id: str

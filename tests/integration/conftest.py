@@ -1,0 +1,72 @@
+"""The API wired to the real Triton and a real database: SQLite and MariaDB."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from api.settings import DatabaseSettings, MatchingSettings, MySQLSettings, Settings
+
+MYSQL = MySQLSettings(host="127.0.0.1")  # MYSQL_* from the environment, host defaulting to local
+
+
+@contextlib.contextmanager
+def mysql_database():
+    """A database of its own on the real server, dropped afterwards."""
+    import pymysql
+
+    name = f"fa_test_{uuid.uuid4().hex[:10]}"
+    conn = pymysql.connect(host=MYSQL.host, port=MYSQL.port, user=MYSQL.user, password=MYSQL.password)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+def api_settings(base: Settings, tmp_path, backend: str, database: str | None = None, **overrides) -> Settings:
+    mysql = MySQLSettings(host=None)
+    if backend == "mysql":
+        mysql = MySQLSettings(host=MYSQL.host, port=MYSQL.port, user=MYSQL.user,
+                              password=MYSQL.password, database=database)
+    return base.model_copy(update={
+        "mysql": mysql,
+        "database": DatabaseSettings(sqlite_path=tmp_path / "api.sqlite3"),
+        "matching": MatchingSettings(sync_interval_s=0.2),
+        **overrides,
+    })
+
+
+@contextlib.asynccontextmanager
+async def running_api(settings: Settings):
+    from api.main import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=60) as client:
+            client.app = app
+            yield client
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def backend(request):
+    return request.param
+
+
+@pytest_asyncio.fixture
+async def api(triton_settings, tmp_path, backend):
+    if backend == "mysql":
+        with mysql_database() as name:
+            async with running_api(api_settings(triton_settings, tmp_path, backend, name)) as client:
+                yield client
+    else:
+        async with running_api(api_settings(triton_settings, tmp_path, backend)) as client:
+            yield client
