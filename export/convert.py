@@ -83,6 +83,29 @@ def fold_block_quantization(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def decompose_prelu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """PRelu(x, a) -> Relu(x) + a * (x - Relu(x)); the same numbers, 1.7x faster SFace.
+
+    onnxruntime's CPU PRelu has no blocked-layout (NCHWc) kernel, so every PRelu forces a
+    layout round trip; the elementwise ops below have one. Measured on this machine, one
+    thread: SFace 28 ms -> 17 ms per face. (max(x, a*x) would be cheaper but SFace has
+    slopes outside [0, 1].)
+    """
+    nodes = []
+    for n in model.graph.node:
+        if n.op_type != "PRelu":
+            nodes.append(n)
+            continue
+        x, a, y = n.input[0], n.input[1], n.output[0]
+        nodes += [helper.make_node("Relu", [x], [f"{y}/pos"]),
+                  helper.make_node("Sub", [x, f"{y}/pos"], [f"{y}/neg"]),
+                  helper.make_node("Mul", [f"{y}/neg", a], [f"{y}/scaled"]),
+                  helper.make_node("Add", [f"{y}/pos", f"{y}/scaled"], [y])]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
 def make_batch_dynamic(model: onnx.ModelProto, dim: str = "N") -> onnx.ModelProto:
     for value in list(model.graph.input) + list(model.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = dim
@@ -106,7 +129,8 @@ def validate(model_or_path: onnx.ModelProto | Path) -> None:
     feeds = {}
     for i in session.get_inputs():
         shape = [2] + [d if isinstance(d, int) else 64 for d in i.shape[1:]]
-        feeds[i.name] = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+        dtype = np.uint8 if i.type == "tensor(uint8)" else np.float32
+        feeds[i.name] = np.random.default_rng(0).uniform(0, 255, shape).astype(dtype)
     for out in session.run(None, feeds):
         if not np.all(np.isfinite(out)) or out.shape[0] != 2:
             raise ValueError("validation run gave non-finite values or lost the batch dimension")
@@ -123,15 +147,45 @@ def _save(model: onnx.ModelProto, out_path: Path) -> Path:
 
 # -- deployable graphs ---------------------------------------------------------------------
 def build_detector(retinaface_path: Path, out_path: Path) -> Path:
-    model = onnx.load(str(retinaface_path))
-    onnx.checker.check_model(model)
+    """RetinaFace with its preprocessing inside: uint8 RGB NHWC in, as the letterbox makes it.
+
+    Doing the cast, BGR flip, mean subtraction and transpose in the graph sends 4x fewer
+    bytes through Triton's shared memory and lets onnxruntime do the arithmetic.
+    """
+    inner = onnx.compose.add_prefix(onnx.load(str(retinaface_path)), "retinaface/").graph
+    consts = [
+        numpy_helper.from_array(np.array([-1], np.int64), "rev_start"),
+        numpy_helper.from_array(np.array([-4], np.int64), "rev_end"),
+        numpy_helper.from_array(np.array([1], np.int64), "rev_axis"),
+        numpy_helper.from_array(np.array([-1], np.int64), "rev_step"),
+        numpy_helper.from_array(np.asarray(C.DET_MEAN_BGR, np.float32).reshape(1, 3, 1, 1), "bgr_mean"),
+    ]
+    # order matters for speed: transposing uint8 and working on whole channel planes is
+    # ~10x cheaper in onnxruntime than gathering/broadcasting over the last (RGB) axis
+    nodes = [
+        helper.make_node("Transpose", [C.DET_INPUT], ["det_nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Cast", ["det_nchw"], ["det_float"], to=TensorProto.FLOAT),
+        helper.make_node("Slice", ["det_float", "rev_start", "rev_end", "rev_axis", "rev_step"], ["det_bgr"]),
+        helper.make_node("Sub", ["det_bgr", "bgr_mean"], [inner.input[0].name]),
+        *inner.node,
+    ]
+    nodes += [helper.make_node("Identity", [o.name], [o.name.split("/", 1)[1]]) for o in inner.output]
+    graph = helper.make_graph(
+        nodes, C.DETECTOR,
+        inputs=[helper.make_tensor_value_info(C.DET_INPUT, TensorProto.UINT8, ["N", "H", "W", 3])],
+        outputs=[helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", "A", d])
+                 for name, d in zip(C.DET_OUTPUTS, (4, 2, 10))],
+        initializer=consts + list(inner.initializer))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 6
+    onnx.checker.check_model(model, full_check=True)
     return _save(model, out_path)
 
 
 def _subgraph(path: Path, prefix: str, fold: bool = False) -> onnx.GraphProto:
     model = onnx.load(str(path))
     if fold:
-        model = make_batch_dynamic(fold_block_quantization(model))
+        model = decompose_prelu(make_batch_dynamic(fold_block_quantization(model)))
     model = onnx.compose.add_prefix(model, prefix)
     return model.graph
 
@@ -167,8 +221,11 @@ def build_multitask(sface_path: Path, age_path: Path, gender_path: Path, manifes
     a_in, a_out = age.input[0].name, age.output[0].name
     g_in, g_out = gender.input[0].name, gender.output[0].name
     nodes = [
-        helper.make_node("Slice", [C.MT_INPUT, "arc_start", "arc_end", "hw_axes"], [s_in]),
-        helper.make_node("Slice", [C.MT_INPUT, "ag_start", "ag_end", "hw_axes"], ["ag_region"]),
+        # uint8 NHWC canvases in (4x fewer bytes through Triton), float NCHW inside
+        helper.make_node("Transpose", [C.MT_INPUT], ["chips_u8_nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Cast", ["chips_u8_nchw"], ["chips_nchw"], to=TensorProto.FLOAT),
+        helper.make_node("Slice", ["chips_nchw", "arc_start", "arc_end", "hw_axes"], [s_in]),
+        helper.make_node("Slice", ["chips_nchw", "ag_start", "ag_end", "hw_axes"], ["ag_region"]),
         helper.make_node("Sub", ["ag_region", "ag_mean"], ["ag_centered"]),
         helper.make_node("Mul", ["ag_centered", "ag_scale"], ["ag_norm"]),
         # age: 96 -> 64 px is a mild reduction, plain bilinear as dlib's chip extraction does
@@ -186,8 +243,8 @@ def build_multitask(sface_path: Path, age_path: Path, gender_path: Path, manifes
     ]
     graph = helper.make_graph(
         nodes, C.MULTITASK,
-        inputs=[helper.make_tensor_value_info(C.MT_INPUT, TensorProto.FLOAT,
-                                              ["N", 3, C.CHIP_SIZE, C.CHIP_SIZE])],
+        inputs=[helper.make_tensor_value_info(C.MT_INPUT, TensorProto.UINT8,
+                                              ["N", C.CHIP_SIZE, C.CHIP_SIZE, 3])],
         outputs=[
             helper.make_tensor_value_info(C.MT_EMBEDDING, TensorProto.FLOAT, ["N", C.EMBEDDING_DIM]),
             helper.make_tensor_value_info(C.MT_AGE, TensorProto.FLOAT, ["N", 1]),

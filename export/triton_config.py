@@ -34,11 +34,12 @@ class Tuning:
     detector_preferred: tuple[int, ...] = (4, 8, 16)
     multitask_max_batch: int = 32
     multitask_preferred: tuple[int, ...] = (8, 16, 32)
-    max_queue_delay_us: int = 3000
+    max_queue_delay_us: int = 1000
+    model_instances: int = 2
     pipeline_max_batch: int = 16
     pipeline_instances: int = 2
-    pipeline_queue_delay_us: int = 2000
-    ort_threads: int = 2
+    pipeline_queue_delay_us: int = 1000
+    ort_threads: int = 1
     detector_size: int = C.DETECTOR_SIZE
     score_threshold: float = SCORE_THRESHOLD
     tensorrt: bool = False
@@ -73,7 +74,7 @@ def _model(name: str, target: str, max_batch: int, preferred: tuple[int, ...], v
             acc.parameters["trt_engine_cache_enable"] = "1"
     else:
         cfg.backend = "python"
-        cfg.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_CPU)
+        cfg.instance_group.add(count=t.model_instances, kind=pb.ModelInstanceGroup.KIND_CPU)
         _params(cfg, {"onnx_file": "model.onnx", "intra_op_threads": t.ort_threads})
     _params(cfg, provenance)
     return cfg
@@ -82,7 +83,7 @@ def _model(name: str, target: str, max_batch: int, preferred: tuple[int, ...], v
 def detector_config(target: str, version: int, provenance: dict, t: Tuning = Tuning()) -> pb.ModelConfig:
     return _model(
         C.DETECTOR, target, t.detector_max_batch, t.detector_preferred, version,
-        [_io(C.DET_INPUT, FP32, [3, -1, -1])],
+        [_io(C.DET_INPUT, UINT8, [-1, -1, 3])],
         [_io("loc", FP32, [-1, 4]), _io("conf", FP32, [-1, 2]), _io("landmarks", FP32, [-1, 10])],
         t, provenance)
 
@@ -90,7 +91,7 @@ def detector_config(target: str, version: int, provenance: dict, t: Tuning = Tun
 def multitask_config(target: str, version: int, provenance: dict, t: Tuning = Tuning()) -> pb.ModelConfig:
     return _model(
         C.MULTITASK, target, t.multitask_max_batch, t.multitask_preferred, version,
-        [_io(C.MT_INPUT, FP32, [3, C.CHIP_SIZE, C.CHIP_SIZE])],
+        [_io(C.MT_INPUT, UINT8, [C.CHIP_SIZE, C.CHIP_SIZE, 3])],
         [_io(C.MT_EMBEDDING, FP32, [C.EMBEDDING_DIM]), _io(C.MT_AGE, FP32, [1]),
          _io(C.MT_GENDER, FP32, [2])],
         t, provenance)

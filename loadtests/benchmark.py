@@ -96,7 +96,8 @@ async def _closed_loop(call, datas: list[bytes], concurrency: int, seconds: floa
             i = next(counter)
             t = time.perf_counter()
             try:
-                faces[0] += await call(datas[i % len(datas)])
+                n = await call(datas[i % len(datas)])
+                faces[0] += n  # not `+= await`: that reads faces[0] before the await
                 lat.append(time.perf_counter() - t)
             except Exception:  # noqa: BLE001 - counted, reported
                 errors[0] += 1

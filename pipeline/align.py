@@ -57,8 +57,3 @@ def face_chips(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     if len(landmarks) == 0:
         return np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
     return np.stack([_chip(rgb, lm.reshape(5, 2)) for lm in landmarks])
-
-
-def chips_to_tensor(chips: np.ndarray) -> np.ndarray:
-    """NHWC uint8 -> NCHW float32, RGB 0..255 (the graph normalises itself)."""
-    return np.ascontiguousarray(chips.transpose(0, 3, 1, 2), dtype=np.float32)

@@ -10,7 +10,7 @@ MULTITASK = "face_multitask"
 PIPELINE = "face_pipeline"
 
 # --- face_detector (RetinaFace-MobileNet0.25) ---
-DET_INPUT = "input"  # FP32 [N,3,S,S], BGR minus mean, S = DETECTOR_SIZE (letterboxed)
+DET_INPUT = "input"  # UINT8 [N,S,S,3] RGB, S = DETECTOR_SIZE (letterboxed); the graph normalises
 DET_OUTPUTS = ("loc", "conf", "landmarks")  # [N,A,4], [N,A,2] (softmax, col 1 = face), [N,A,10]
 DETECTOR_SIZE = 480  # letterbox side: same recall as 640 on ../shared/data at half the cost (README)
 DET_MEAN_BGR = (104.0, 117.0, 123.0)
@@ -28,7 +28,7 @@ ARCFACE_TEMPLATE = (
     (41.5493, 92.3655),
     (70.7299, 92.2041),
 )
-MT_INPUT = "chips"  # FP32 [N,3,CHIP_SIZE,CHIP_SIZE] RGB 0..255
+MT_INPUT = "chips"  # UINT8 [N,CHIP_SIZE,CHIP_SIZE,3] RGB; the graph normalises
 MT_EMBEDDING = "embedding"  # FP32 [N,128], L2-normalised
 MT_AGE = "age"  # FP32 [N,1], years
 MT_GENDER = "gender"  # FP32 [N,2], probabilities (female, male)

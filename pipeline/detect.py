@@ -20,17 +20,19 @@ SCORE_THRESHOLD = 0.6  # chosen on ../shared/data with `python -m export evaluat
 NMS_IOU = 0.4
 
 
+PAD_RGB = tuple(round(v) for v in DET_MEAN_BGR[::-1])  # zero after the graph subtracts the mean
+
+
 def letterbox(rgb: np.ndarray, size: int = DETECTOR_SIZE) -> tuple[np.ndarray, float]:
-    """Scale so the longer side is `size`, pad right/bottom; BGR minus mean, CHW float32."""
+    """Scale so the longer side is `size`, pad right/bottom: uint8 RGB [size, size, 3]."""
     h, w = rgb.shape[:2]
     scale = size / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
-    canvas = np.zeros((size, size, 3), np.float32)
-    # RGB -> BGR and mean subtraction in one pass; padding stays at "mean" (zero after)
-    canvas[:nh, :nw] = resized[:, :, ::-1].astype(np.float32) - np.float32(DET_MEAN_BGR)
-    return np.ascontiguousarray(canvas.transpose(2, 0, 1)), scale
+    canvas = np.empty((size, size, 3), np.uint8)
+    canvas[:] = PAD_RGB
+    canvas[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    return canvas, scale
 
 
 @lru_cache(maxsize=8)

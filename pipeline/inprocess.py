@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from pipeline import contract as C
-from pipeline.align import chips_to_tensor, face_chips
+from pipeline.align import face_chips
 from pipeline.decode import decode_image
 from pipeline.detect import SCORE_THRESHOLD, letterbox, postprocess
 
@@ -36,7 +36,7 @@ class InProcessPipeline:
                                                min_face_size=min_face_size, max_faces=max_faces)
         chips = face_chips(rgb, landmarks)
         if len(chips):
-            emb, age, gender = self.multitask.run(None, {C.MT_INPUT: chips_to_tensor(chips)})
+            emb, age, gender = self.multitask.run(None, {C.MT_INPUT: chips})
         else:
             emb = np.zeros((0, C.EMBEDDING_DIM), np.float32)
             age, gender = np.zeros((0, 1), np.float32), np.zeros((0, 2), np.float32)

@@ -20,7 +20,7 @@ import triton_python_backend_utils as pb_utils
 sys.path.insert(0, os.path.dirname(__file__))
 
 from pipeline import contract as C  # noqa: E402
-from pipeline.align import chips_to_tensor, face_chips  # noqa: E402
+from pipeline.align import face_chips  # noqa: E402
 from pipeline.decode import ImageDecodeError, decode_image  # noqa: E402
 from pipeline.detect import SCORE_THRESHOLD, letterbox, postprocess  # noqa: E402
 
@@ -75,7 +75,7 @@ class TritonPythonModel:
 
     def _analyze(self, images, jobs):
         boxed = [letterbox(rgb, self.size) for rgb in images]
-        batch = np.stack([t for t, _ in boxed]).astype(np.float32, copy=False)
+        batch = np.stack([t for t, _ in boxed])
         loc, conf, lmk = _bls(self.detector, [pb_utils.Tensor(C.DET_INPUT, batch)], C.DET_OUTPUTS)
 
         per_image, chips = [], []
@@ -116,7 +116,7 @@ class TritonPythonModel:
                     np.zeros((0, 2), np.float32))
         parts = []
         for s in range(0, n, self.multitask_batch):
-            x = chips_to_tensor(chips[s:s + self.multitask_batch])
+            x = np.ascontiguousarray(chips[s:s + self.multitask_batch])
             parts.append(_bls(self.multitask, [pb_utils.Tensor(C.MT_INPUT, x)],
                               (C.MT_EMBEDDING, C.MT_AGE, C.MT_GENDER)))
         return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))

@@ -26,6 +26,8 @@ class TritonPythonModel:
         if threads > 0:
             opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # several model processes share two cores: idle ORT threads must sleep, not spin
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(path, sess_options=opts,
                                             providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
