@@ -35,11 +35,11 @@ class Tuning:
     multitask_max_batch: int = 32
     multitask_preferred: tuple[int, ...] = (8, 16, 32)
     max_queue_delay_us: int = 1000
-    model_instances: int = 2
-    pipeline_max_batch: int = 16
+    model_instances: int = 1
+    pipeline_max_batch: int = 4
     pipeline_instances: int = 2
     pipeline_queue_delay_us: int = 1000
-    ort_threads: int = 1
+    ort_threads: int = 2
     detector_size: int = C.DETECTOR_SIZE
     score_threshold: float = SCORE_THRESHOLD
     tensorrt: bool = False
