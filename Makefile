@@ -6,14 +6,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= ../shared/data
 
-.PHONY: setup run test triton models publish loadtest bench eval clean help
+.PHONY: setup run test triton models publish loadtest bench eval stop clean help
 
 help:
 	@echo "make run      set everything up, start Triton + the API on 127.0.0.1:8000"
 	@echo "make test     run the test suite (real Triton, real models, SQLite and MariaDB)"
 	@echo "make setup    virtualenv, dependencies, local Triton, models, model repository"
 	@echo "make triton   run the local Triton server in the foreground"
-	@echo "make bench | loadtest | eval"
+	@echo "make eval     accuracy on labelled photos (DATA=../shared/data) through Triton"
+	@echo "make bench    side-by-side benchmark: in-process, Triton, API, peers; gallery matching"
+	@echo "make loadtest locust against a running 'make run' (CSV + PNG in loadtests/results/)"
+	@echo "make stop     stop a Triton left running by 'make eval'"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +49,18 @@ loadtest: $(STAMP)
 	@mkdir -p loadtests/results
 	$(VENV)/bin/locust -f loadtests/locustfile.py --config loadtests/locust.conf
 	$(PY) -m loadtests.plot loadtests/results/locust_stats_history.csv loadtests/results/locust.png
+
+eval: setup
+	$(PY) -m tools.triton_local start
+	$(PY) -m export evaluate --data $(DATA)
+
+bench: setup
+	-bash ../shared/peers/setup.sh
+	$(PY) -m loadtests.benchmark
+	$(PY) -m loadtests.gallery_benchmark
+
+stop:
+	$(PY) -m tools.triton_local stop
 
 clean:
 	rm -rf model_repository var/build var/triton

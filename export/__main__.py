@@ -2,7 +2,9 @@
 
     bootstrap            packaged ONNX models -> convert -> MLflow (alias 'production' if unset)
     publish              models:/<name>@production -> Triton model repository -> load
-    promote NAME VERSION move the production alias (then run publish)
+    promote NAME VERSION move the production alias (then run publish); refused if the
+                         version evaluates worse than production (--force overrides)
+    evaluate             accuracy on labelled photos through Triton (--candidate NAME:VERSION)
     list                 registered models, versions and aliases
 
 MLFLOW_TRACKING_URI selects the registry (default: embedded sqlite under FA_DATA_DIR/mlflow).
@@ -50,14 +52,78 @@ def cmd_publish(args, settings) -> int:
 
 
 def cmd_promote(args, settings) -> int:
+    from export.evaluate import gate
     from export.registry import Registry
 
     registry = Registry(settings)
     before = registry.production(args.name)
+    candidate = registry.version(args.name, args.version)
+    if before is not None and before.version != args.version and not args.force:
+        reasons = gate(registry.run_metrics(candidate.run_id), registry.run_metrics(before.run_id),
+                       args.margin)
+        if reasons:
+            print(f"refusing to promote {args.name} v{args.version} (use --force to override):",
+                  file=sys.stderr)
+            for r in reasons:
+                print(f"  {r}", file=sys.stderr)
+            print(f"  evaluate it first: python -m export evaluate --candidate {args.name}:{args.version}",
+                  file=sys.stderr)
+            return 3
     registry.set_production(args.name, args.version)
     _progress(f"{args.name}: '{registry.alias}' {before.version if before else '-'} -> {args.version}; "
               "run `python -m export publish` to serve it")
     return 0
+
+
+def cmd_evaluate(args, settings) -> int:
+    import asyncio
+    import json
+    import tempfile
+
+    from export import evaluate, publish
+    from export.registry import Registry
+
+    data, out = Path(args.data).resolve(), Path(args.out)
+    registry = Registry(settings) if (args.candidate or not args.no_log) else None
+    if args.candidate:
+        # a candidate is served by a Triton of its own, from a repository of its own
+        from tools.triton_local import TritonServer
+
+        name, version = args.candidate.split(":")
+        overrides = {name: int(version)}
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = Path(tmp) / "repo"
+            publish.write_repository(registry, repo, versions=overrides, progress=_progress)
+            server = TritonServer(repository=repo, http_port=_free_port(), grpc_port=_free_port(),
+                                  metrics_port=_free_port(), work_dir=Path(tmp) / "triton")
+            server.start(240)
+            try:
+                triton = settings.triton.model_copy(update={"grpc_url": server.grpc_url})
+                result = asyncio.run(evaluate.evaluate(settings.model_copy(update={"triton": triton}),
+                                                       data, out, args.limit))
+            finally:
+                server.stop()
+        runs = [registry.version(name, int(version)).run_id]
+    else:
+        if args.triton_url:
+            triton = settings.triton.model_copy(update={"grpc_url": args.triton_url})
+            settings = settings.model_copy(update={"triton": triton})
+        result = asyncio.run(evaluate.evaluate(settings, data, out, args.limit))
+        runs = [] if registry is None else [v.run_id for v in
+                                            (registry.production(n) for n in publish.MODELS) if v]
+    if registry is not None and args.limit is None:
+        for run_id in runs:  # subset runs are not evidence for the promotion gate
+            registry.log_metrics(run_id, evaluate.numeric(result))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def cmd_list(args, settings) -> int:
@@ -94,15 +160,27 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("promote", help="move the production alias to VERSION")
     pr.add_argument("name")
     pr.add_argument("version", type=int)
+    pr.add_argument("--force", action="store_true", help="skip the accuracy gate")
+    pr.add_argument("--margin", type=float, default=0.01,
+                    help="allowed drop of a gated metric against production (age MAE: x10 years)")
     pr.set_defaults(func=cmd_promote)
+    ev = sub.add_parser("evaluate", help="accuracy of the served pipeline on labelled photos")
+    ev.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+    ev.add_argument("--limit", type=int, help="first N rows of each list, for a quick run (not logged)")
+    ev.add_argument("--out", default="var/eval", help="JSON and PNG plots go here")
+    ev.add_argument("--triton-url", help="Triton gRPC address (default: TRITON_GRPC_URL)")
+    ev.add_argument("--candidate", metavar="NAME:VERSION",
+                    help="evaluate a registered version on a Triton of its own and log to its run")
+    ev.add_argument("--no-log", action="store_true", help="don't log the figures to MLflow")
+    ev.set_defaults(func=cmd_evaluate)
     ls = sub.add_parser("list", help="registered models, versions, aliases")
     ls.set_defaults(func=cmd_list)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, settings=None) -> int:
     args = build_parser().parse_args(argv)
-    settings = get_settings()
+    settings = settings or get_settings()
     try:
         return args.func(args, settings)
     except Exception as exc:  # noqa: BLE001 - turn known failures into one clear line

@@ -97,13 +97,16 @@ def _write_pipeline(repo: Path, tuning: tc.Tuning, max_pixels: int) -> None:
 
 def write_repository(registry: Registry, repo: Path, target: str = "cpu",
                      tuning: tc.Tuning = tc.Tuning(), max_pixels: int = 40_000_000,
-                     progress: Callable[[str], None] = print) -> list[Published]:
+                     progress: Callable[[str], None] = print,
+                     versions: dict[str, int] | None = None) -> list[Published]:
+    """Write @production (or the given `versions`, e.g. a candidate under evaluation)."""
     if target not in tc.TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {tc.TARGETS}")
     repo.mkdir(parents=True, exist_ok=True)
     published, record = [], {"target": target, "published_at": time.time(), "models": {}}
     for name in MODELS:
-        info = registry.production(name)
+        info = registry.version(name, versions[name]) if versions and name in versions \
+            else registry.production(name)
         if info is None:
             raise LookupError(f"{name} has no '{registry.alias}' alias in {registry.uri}; "
                               "run `python -m export bootstrap` first")
