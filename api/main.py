@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from api import errors, metrics
+from api.auth import Buckets, require_api_key
 from api.errors import DatabaseUnavailable, error_response
 from api.identity import IdentityService
 from api.inference import InferenceClient
-from api.repository import Repository
+from api.repository import Repository, utcnow
 from api.routes import analyze, health, persons, register, stats
 from api.routes.common import Services
 from api.settings import Settings, get_settings
@@ -60,7 +62,9 @@ class BodySizeLimit:
 
 
 async def _maintain(app: FastAPI, s: Services, ready: bool) -> None:
-    """Connect the database if start-up could not, then keep this worker's gallery in sync."""
+    """Connect the database if start-up could not, then keep this worker's gallery in sync
+    and apply the retention setting once an hour."""
+    next_purge = 0.0
     while True:
         try:
             if not ready:
@@ -71,6 +75,12 @@ async def _maintain(app: FastAPI, s: Services, ready: bool) -> None:
                 log.info("database ready; gallery holds %d people", len(s.identity.gallery))
             else:
                 await s.identity.sync()
+            days = s.settings.server.retention_days
+            if ready and days > 0 and time.monotonic() >= next_purge:
+                purged = await s.repo.purge_unknown_before(utcnow() - dt.timedelta(days=days))
+                next_purge = time.monotonic() + 3600
+                if purged:
+                    log.info("retention: purged %d unknown people", len(purged))
         except DatabaseUnavailable:
             if ready:
                 log.warning("database unavailable; will retry")
@@ -107,11 +117,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Face Analytics API", version="1.0.0", description=DESCRIPTION,
                   lifespan=lifespan)
     errors.install(app)
+    app.state.buckets = Buckets(settings.auth.rate_limit_per_minute)
+    protected = [Depends(require_api_key)]
     for module in (analyze, register, stats, health, persons):
-        app.include_router(module.router)
+        app.include_router(module.router, dependencies=protected)
 
     @app.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics():
+    async def prometheus_metrics(request: Request):
+        if settings.auth.protect_metrics:
+            await require_api_key(request)
         body, ctype = metrics.render(settings.prometheus.multiproc_dir)
         return Response(body, media_type=ctype)
 

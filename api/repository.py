@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ from api.settings import Settings
 from db import schema
 
 LOCK_NAME = "face_analytics_gallery"
+
+# The drivers' debug logs print SQL parameters (names, embeddings): never let them through,
+# whatever level the application runs at.
+for _driver in ("aiosqlite", "aiomysql"):
+    logging.getLogger(_driver).setLevel(logging.WARNING)
 
 
 def utcnow() -> dt.datetime:
@@ -395,6 +401,15 @@ class Repository:
                     "SELECT person_id, 'unknown', NULL, detection_count, first_seen, last_seen, NULL, NULL"
                     " FROM unknown_faces WHERE person_id = %s", (person_id,))
         return PersonRow(*r) if r else None
+
+    async def api_key_exists(self, digest: str) -> bool:
+        async with self.transaction() as tx:
+            return await tx.fetchone("SELECT 1 FROM api_keys WHERE key_hash = %s", (digest,)) is not None
+
+    async def add_api_key(self, digest: str, label: str) -> None:
+        async with self.transaction() as tx:
+            await tx.execute("INSERT INTO api_keys (key_hash, label, created_at) VALUES (%s, %s, %s)",
+                             (digest, label, utcnow()))
 
     async def purge_unknown_before(self, cutoff: dt.datetime) -> list[str]:
         async with self.transaction(locked=True) as tx:

@@ -148,6 +148,12 @@ class TritonServer:
         self.stop()
         raise TimeoutError(f"tritonserver not ready after {timeout_s:.0f}s")
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: for outage tests."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM lets Triton drain in-flight requests and unload models; SIGKILL if it hangs."""
         if self.process is None or self.process.poll() is not None:

@@ -1,0 +1,153 @@
+"""Bad and odd inputs: each gets its status and a clear message, and afterwards the service is
+healthy and the database holds no partial rows."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.integration.conftest import api_settings, running_api
+
+pytestmark = pytest.mark.triton
+
+FACE = "verification/images/pyfeat_video_woman/pexels_woman_WolfgangLanger_Pexels_f0000.jpg"
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bomb(w: int = 30000, h: int = 30000) -> bytes:
+    """A few hundred bytes that claim 900 megapixels."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
+            + png_chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + png_chunk(b"IEND", b""))
+
+
+def jpeg_claiming(w: int, h: int) -> bytes:
+    """A JPEG whose frame header claims w x h."""
+    real = encode(Image.new("RGB", (16, 16), "white"), "JPEG")
+    i = real.index(b"\xff\xc0")
+    return real[:i + 5] + struct.pack(">HH", h, w) + real[i + 9:]
+
+
+def cases(face_bytes: bytes):
+    rgb = Image.open(io.BytesIO(face_bytes)).convert("RGB")
+    small = rgb.resize((320, 180))
+    plain = Image.new("RGB", (200, 200), (120, 160, 200))
+    a16 = Image.fromarray(np.asarray(small.convert("L"), np.uint16) * 257)  # 16-bit greyscale
+    rgba = small.convert("RGBA")
+    rgba.putalpha(128)
+    yield "empty file", b"", 400, "empty"
+    yield "plain text", b"hello world, not an image", 415, "not a supported image type"
+    yield "html", b"<html><body>hi</body></html>", 415, "not a supported image type"
+    yield "pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", 415, "not a supported image type"
+    yield "zip", b"PK\x03\x04" + b"\x00" * 100, 415, "not a supported image type"
+    yield "random bytes", bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)), 415, "not a supported"
+    yield "elf binary", b"\x7fELF" + b"\x00" * 64, 415, "not a supported"
+    yield "jpeg magic only", b"\xff\xd8\xff", 400, "corrupt"
+    yield "truncated jpeg (100 bytes)", face_bytes[:100], 400, "corrupt"
+    yield "truncated jpeg (half)", face_bytes[: len(face_bytes) // 2], 400, "corrupt"
+    yield "png signature only", b"\x89PNG\r\n\x1a\n", 400, "corrupt"
+    yield "truncated png", encode(small, "PNG")[:200], 400, "corrupt"
+    yield "gif header only", b"GIF89a", 400, "corrupt"
+    yield "bmp header only", b"BM" + b"\x00" * 10, 400, "corrupt"
+    yield "webp header only", b"RIFF\x00\x00\x00\x00WEBP", 400, "corrupt"
+    yield "png bomb 30000x30000", png_bomb(), 400, "more than the limit"
+    yield "jpeg claiming 60000x60000", jpeg_claiming(60000, 60000), 400, "more than the limit"
+    yield "1x1 pixel", encode(Image.new("RGB", (1, 1)), "PNG"), 400, "smaller than"
+    yield "10x10 pixels", encode(Image.new("RGB", (10, 10)), "PNG"), 400, "smaller than"
+    yield "jpeg photo", face_bytes, 200, "1 face"
+    yield "png photo", encode(small, "PNG"), 200, "1 face"
+    yield "webp photo", encode(small, "WEBP", quality=90), 200, "1 face"
+    yield "bmp photo", encode(small, "BMP"), 200, "1 face"
+    yield "tiff photo", encode(small, "TIFF"), 200, "1 face"
+    yield "gif photo (first frame)", encode(small.convert("P"), "GIF"), 200, "face"
+    yield "greyscale jpeg", encode(small.convert("L"), "JPEG"), 200, "1 face"
+    yield "16-bit greyscale png", encode(a16, "PNG"), 200, "1 face"
+    yield "cmyk jpeg", encode(small.convert("CMYK"), "JPEG"), 200, "1 face"
+    yield "rgba png, half transparent", encode(rgba, "PNG"), 200, "face"
+    yield "palette png", encode(small.convert("P"), "PNG"), 200, "face"
+    yield "no face", encode(plain, "PNG"), 200, "No faces"
+    yield "huge aspect ratio 4000x20", encode(Image.new("RGB", (4000, 20)), "PNG"), 200, "No faces"
+    yield "tiny 16x16", encode(Image.new("RGB", (16, 16)), "PNG"), 200, "No faces"
+    yield "png sent as text/plain named .txt", encode(small, "PNG"), 200, "1 face"
+
+
+@pytest.fixture(scope="module")
+def face_bytes(shared_data):
+    return (shared_data / FACE).read_bytes()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_forty_bad_or_odd_inputs(triton_settings, tmp_path, shared_data, face_bytes, backend):
+    ok_faces = 0
+    async with running_api(api_settings(triton_settings, tmp_path, backend)) as api:
+        seen = 0
+        for name, data, status, text in cases(face_bytes):
+            r = await api.post("/analyze", files={"file": ("upload.txt", data, "text/plain")})
+            assert r.status_code == status, (name, r.text)
+            body = r.json()
+            assert text in body["message"], (name, body)
+            if status == 200:
+                ok_faces += len(body["faces"])
+            else:
+                assert body["success"] is False and body["error"], name
+                assert "Traceback" not in r.text
+            seen += 1
+
+        form_cases = [
+            ("wrong field name", dict(files={"image": ("a.jpg", face_bytes)}), "/analyze", 422),
+            ("no body", dict(), "/analyze", 422),
+            ("register without name", dict(files={"file": ("a.jpg", face_bytes)}), "/register", 422),
+            ("register blank name", dict(files={"file": ("a.jpg", face_bytes)}, data={"person_name": "   "}), "/register", 422),
+            ("register 101-char name", dict(files={"file": ("a.jpg", face_bytes)}, data={"person_name": "x" * 101}), "/register", 422),
+            ("register name with newline", dict(files={"file": ("a.jpg", face_bytes)}, data={"person_name": "a\nb"}), "/register", 422),
+            ("register name with NUL", dict(files={"file": ("a.jpg", face_bytes)}, data={"person_name": "a\x00b"}), "/register", 422),
+            ("register without file", dict(data={"person_name": "Ann"}), "/register", 422),
+            ("register text file", dict(files={"file": ("a.jpg", b"text")}, data={"person_name": "Ann"}), "/register", 415),
+            ("register photo without face", dict(files={"file": ("a.png", encode(Image.new("RGB", (200, 200)), "PNG"))}, data={"person_name": "Ann"}), "/register", 400),
+            ("oversized upload", dict(files={"file": ("a.jpg", b"\xff\xd8\xff" + b"\x00" * (11 << 20))}), "/analyze", 413),
+        ]
+        for name, kwargs, path, status in form_cases:
+            r = await api.post(path, **kwargs)
+            assert r.status_code == status, (name, r.text)
+            assert r.json()["success"] is False and r.json()["message"], name
+            seen += 1
+        for method, path, status in [("GET", "/persons/known_nobody_1", 404), ("DELETE", "/persons/unknown_1_0000", 404),
+                                     ("PATCH", "/persons/unknown_1_0000", 422), ("GET", "/persons?limit=0", 422),
+                                     ("GET", "/persons?limit=100000", 422), ("GET", "/persons?identity=friends", 422),
+                                     ("GET", "/analyze", 405), ("GET", "/no/such/route", 404)]:
+            r = await api.request(method, path)
+            assert r.status_code == status, (method, path, r.text)
+            assert r.json()["success"] is False
+            seen += 1
+        assert seen >= 40
+
+        # names are data, never SQL: stored and returned as sent
+        for tricky in ("Robert'); DROP TABLE known_faces;--", "Zoë Ñandú 李小龍"):
+            r = await api.post("/register", files={"file": ("a.jpg", face_bytes)},
+                               data={"person_name": tricky, "largest_face": "true"})
+            assert r.status_code == 200, r.text
+            assert r.json()["message"].endswith(tricky)
+        page = (await api.get("/persons", params={"identity": "known"})).json()
+        names = sorted(p["person_name"] for p in page["persons"])
+        assert names == sorted(["Robert'); DROP TABLE known_faces;--", "Zoë Ñandú 李小龍"])
+
+        health = await api.get("/health")
+        assert health.status_code == 200 and health.json()["status"] == "healthy"
+        stats = (await api.get("/stats")).json()
+        # only the accepted photos left rows: one detection per face found, nothing partial
+        # (the unknown person they created was promoted by the first registration)
+        assert stats["total_detections"] == ok_faces and stats["unknown_faces"] == 0
