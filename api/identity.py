@@ -81,6 +81,13 @@ class IdentityService:
         self.seq = seq
         await self._load_names()
 
+    async def refresh_model(self, inference) -> None:
+        """Which face_multitask version serves: stored with every embedding, because
+        embeddings of different versions are not comparable (see api.maintenance reembed)."""
+        status = (await inference.model_status()).get(self.settings.triton.multitask_model, {})
+        if status.get("mlflow_version"):
+            self.model = (self.settings.triton.multitask_model, status["mlflow_version"])
+
     async def _load_names(self) -> None:
         async with self.repo.transaction() as tx:
             self.names = dict(await tx.fetchall("SELECT person_id, person_name FROM known_faces"))

@@ -75,6 +75,18 @@ class InferenceClient:
         w, h = (int(v) for v in out[C.PL_IMAGE_SIZE])
         return Analysis(faces, w, h)
 
+    async def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """Embeddings of stored face canvases by the served face_multitask (for re-embedding)."""
+        t = grpcaio.InferInput(C.MT_INPUT, list(chips.shape), "UINT8")
+        t.set_data_from_numpy(np.ascontiguousarray(chips, np.uint8))
+        try:
+            result = await self.client.infer(self.settings.multitask_model, [t],
+                                             outputs=[grpcaio.InferRequestedOutput(C.MT_EMBEDDING)],
+                                             client_timeout=self.settings.timeout_s)
+        except InferenceServerException:
+            raise InferenceUnavailable("the inference server is unavailable; retry shortly") from None
+        return result.as_numpy(C.MT_EMBEDDING)
+
     async def model_status(self) -> dict[str, dict]:
         """Readiness and served version (with its MLflow provenance) of each model."""
         status = {}

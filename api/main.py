@@ -64,7 +64,7 @@ class BodySizeLimit:
 async def _maintain(app: FastAPI, s: Services, ready: bool) -> None:
     """Connect the database if start-up could not, then keep this worker's gallery in sync
     and apply the retention setting once an hour."""
-    next_purge = 0.0
+    next_purge = next_model_check = 0.0
     while True:
         try:
             if not ready:
@@ -75,6 +75,9 @@ async def _maintain(app: FastAPI, s: Services, ready: bool) -> None:
                 log.info("database ready; gallery holds %d people", len(s.identity.gallery))
             else:
                 await s.identity.sync()
+            if time.monotonic() >= next_model_check:
+                await s.identity.refresh_model(s.inference)
+                next_model_check = time.monotonic() + 30
             days = s.settings.server.retention_days
             if ready and days > 0 and time.monotonic() >= next_purge:
                 purged = await s.repo.purge_unknown_before(utcnow() - dt.timedelta(days=days))
@@ -104,6 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.db_ready = True
         except DatabaseUnavailable:
             log.warning("database unavailable at start-up; retrying in the background")
+        with contextlib.suppress(Exception):  # Triton may come later; the loop retries
+            await s.identity.refresh_model(s.inference)
         task = asyncio.create_task(_maintain(app, s, app.state.db_ready))
         try:
             yield

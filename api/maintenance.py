@@ -3,6 +3,12 @@
     python -m api.maintenance purge [--days N]   erase unknown people not seen for N days
                                                   (default FA_RETENTION_DAYS) with their detections
     python -m api.maintenance add-key --label L  create an API key; prints it once, stores its hash
+    python -m api.maintenance reembed            re-compute stored embeddings made by another
+                                                  face_multitask version from the stored face crops
+
+Why reembed: embeddings of two model versions are not comparable, so after a promotion of
+face_multitask every stored embedding is recomputed by the new version. The stored crop is
+exactly the aligned canvas the model takes, so no original photo is needed.
 
 Running API workers drop purged people from their galleries within FA_MATCH_SYNC_INTERVAL_S.
 """
@@ -40,6 +46,46 @@ async def add_key(settings: Settings, label: str) -> str:
     return key
 
 
+async def reembed(settings: Settings, progress=print, chunk: int = 32) -> int:
+    import cv2
+    import numpy as np
+
+    from api.identity import normalised_mean
+    from api.inference import InferenceClient
+
+    repo, client = Repository(settings), InferenceClient(settings.triton)
+    await repo.start()
+    try:
+        status = (await client.model_status())[settings.triton.multitask_model]
+        if not status["ready"] or not status["mlflow_version"]:
+            raise SystemExit("face_multitask is not served; start Triton first")
+        model = (settings.triton.multitask_model, status["mlflow_version"])
+        async with repo.transaction(locked=True) as tx:
+            rows = await repo.stale_crops(tx, model[1])
+            progress(f"re-embedding {len(rows)} stored faces with {model[0]} v{model[1]}")
+            now, touched = utcnow(), set()
+            for start in range(0, len(rows), chunk):
+                part = rows[start:start + chunk]
+                chips = np.stack([cv2.imdecode(np.frombuffer(r[3], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+                                  for r in part])
+                embs = await client.embed_chips(chips)
+                for (table, key, person_id, _), emb in zip(part, embs):
+                    await repo.set_embedding(tx, table, key, emb.astype(np.float32).tobytes(), model, now)
+                    touched.add(person_id)
+                progress(f"  {min(start + chunk, len(rows))}/{len(rows)}")
+            for person_id in touched:  # known people: the template is the mean of their samples
+                samples = await repo.known_samples(tx, person_id)
+                if len(samples):
+                    await repo.update_known_template(tx, person_id, normalised_mean(samples).tobytes(),
+                                                     len(samples), now)
+                    await repo.set_known_model(tx, person_id, model)
+            await repo.log_change(tx, sorted(touched), now)
+        return len(rows)
+    finally:
+        await client.close()
+        await repo.close()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m api.maintenance", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,6 +94,7 @@ def main(argv=None) -> int:
     pg.add_argument("--days", type=int)
     ak = sub.add_parser("add-key")
     ak.add_argument("--label", required=True)
+    sub.add_parser("reembed")
     args = p.parse_args(argv)
     settings = get_settings()
     if args.command == "purge":
@@ -57,6 +104,9 @@ def main(argv=None) -> int:
             return 2
         ids = asyncio.run(purge(settings, days))
         print(f"purged {len(ids)} unknown people not seen for {days} days")
+    elif args.command == "reembed":
+        n = asyncio.run(reembed(settings))
+        print(f"re-embedded {n} stored faces")
     else:
         print(asyncio.run(add_key(settings, args.label)))
     return 0

@@ -402,6 +402,30 @@ class Repository:
                     " FROM unknown_faces WHERE person_id = %s", (person_id,))
         return PersonRow(*r) if r else None
 
+    # -- re-embedding after a model change ----------------------------------------------------
+    async def stale_crops(self, tx: Tx, model_version: str) -> list[tuple[str, object, str, bytes]]:
+        """(table, row key, person_id, crop) of embeddings made by another model version."""
+        samples = await tx.fetchall(
+            "SELECT id, person_id, face_crop FROM known_face_samples WHERE face_crop IS NOT NULL"
+            " AND (model_version IS NULL OR model_version <> %s)", (model_version,))
+        unknown = await tx.fetchall(
+            "SELECT person_id, person_id, face_crop FROM unknown_faces WHERE face_crop IS NOT NULL"
+            " AND (model_version IS NULL OR model_version <> %s)", (model_version,))
+        return [("sample", r[0], r[1], r[2]) for r in samples] + [("unknown", r[0], r[1], r[2]) for r in unknown]
+
+    async def set_embedding(self, tx: Tx, table: str, key, embedding: bytes, model: tuple[str, str],
+                            now: dt.datetime) -> None:
+        if table == "sample":
+            await tx.execute("UPDATE known_face_samples SET embedding = %s, model_name = %s, model_version = %s"
+                             " WHERE id = %s", (embedding, model[0], model[1], key))
+        else:
+            await tx.execute("UPDATE unknown_faces SET embedding = %s, model_name = %s, model_version = %s,"
+                             " updated_at = %s WHERE person_id = %s", (embedding, model[0], model[1], now, key))
+
+    async def set_known_model(self, tx: Tx, person_id: str, model: tuple[str, str]) -> None:
+        await tx.execute("UPDATE known_faces SET model_name = %s, model_version = %s WHERE person_id = %s",
+                         (model[0], model[1], person_id))
+
     async def api_key_exists(self, digest: str) -> bool:
         async with self.transaction() as tx:
             return await tx.fetchone("SELECT 1 FROM api_keys WHERE key_hash = %s", (digest,)) is not None

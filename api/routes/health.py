@@ -20,9 +20,6 @@ async def health(request: Request):
     t = s.settings.triton
     detector_ok = models[t.detector_model]["ready"] and models[t.pipeline_model]["ready"]
     analytics_ok = models[t.multitask_model]["ready"]
-    mv = models[t.multitask_model].get("mlflow_version")
-    if mv:
-        s.identity.model = (t.multitask_model, mv)
     services_ = {"face_detector": detector_ok, "face_analytics": analytics_ok, "database": db_ok}
     up = sum(services_.values())
     status = "healthy" if up == 3 else ("unhealthy" if up == 0 else "degraded")

@@ -3,6 +3,7 @@ versions without a restart, and requests sent during the switch keep succeeding.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import onnx
@@ -90,3 +91,41 @@ def test_promote_and_rollback_switch_versions_without_restart(triton, model_stac
         http.close()
     assert traffic.errors == [], traffic.errors[:3]
     assert traffic.ok > 0
+
+
+async def test_new_model_version_is_reported_and_stored_embeddings_are_recomputed(
+        triton, triton_settings, model_stack, built_models, shared_data, tmp_path):
+    from api.maintenance import reembed
+    from tests.integration.conftest import api_settings, running_api
+
+    settings, registry, repo = model_stack
+    woman = "verification/images/pyfeat_video_woman/pexels_woman_WolfgangLanger_Pexels_f{:04d}.jpg"
+    before = registry.production(C.MULTITASK)
+    async with running_api(api_settings(triton_settings, tmp_path, "sqlite")) as api:
+        photo = (shared_data / woman.format(0)).read_bytes()
+        known = (await api.post("/register", files={"file": ("a.jpg", photo)},
+                                data={"person_name": "Model"})).json()["person_id"]
+        biden = (shared_data / "verification/images/Joe_Biden/biden.jpg").read_bytes()
+        await api.post("/analyze", files={"file": ("b.jpg", biden)})
+        api_config = api.app.state.services.settings
+        assert await reembed(api_config, progress=lambda m: None) == 0  # all current
+
+        new = registry.log_onnx(C.MULTITASK, _variant(built_models[C.MULTITASK], tmp_path / "mt.onnx", "v3"),
+                                {"purpose": "re-embedding test"})
+        registry.set_production(C.MULTITASK, new.version)
+        try:
+            published = publish.write_repository(registry, repo, progress=lambda m: None)
+            publish.load_into_triton(triton.http_url, published, repo, progress=lambda m: None)
+            health = (await api.get("/health")).json()
+            assert health["models"][C.MULTITASK]["mlflow_version"] == str(new.version)
+
+            # one registered sample and one unknown person were embedded by the old version
+            assert await reembed(api_config, progress=lambda m: None) == 2
+            assert await reembed(api_config, progress=lambda m: None) == 0
+            await asyncio.sleep(0.5)  # the API worker replays the change log
+            face = (await api.post("/analyze", files={"file": ("c.jpg", (shared_data / woman.format(218)).read_bytes())})).json()["faces"][0]
+            assert face["person_id"] == known
+        finally:
+            registry.set_production(C.MULTITASK, before.version)
+            published = publish.write_repository(registry, repo, progress=lambda m: None)
+            publish.load_into_triton(triton.http_url, published, repo, progress=lambda m: None)
