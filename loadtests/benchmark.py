@@ -251,7 +251,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=20)
-    p.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results")
+    p.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs" / "benchmark")
     p.add_argument("--peers", type=Path, default=Path("/tmp/peers"),
                    help="virtualenvs made by ../shared/peers/setup.sh")
     p.add_argument("--no-peers", action="store_true")

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--queries", type=int, default=2000)
-    p.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results" / "gallery.json")
+    p.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs" / "benchmark" / "gallery.json")
     args = p.parse_args(argv)
     rows = []
     for n in args.sizes:

@@ -82,3 +82,9 @@ def test_api_image_is_multi_stage_non_root_without_build_tools():
     runtime = [st for st in stages if " AS runtime" in st][0]
     assert "USER app" in final
     assert "build-essential" not in runtime and "build-essential" not in final
+
+
+def test_configuration_table_is_current():
+    from tools.settings_table import markdown
+
+    assert (ROOT / "docs" / "configuration.md").read_text() == markdown()
