@@ -35,11 +35,11 @@ class Tuning:
     multitask_max_batch: int = 32
     multitask_preferred: tuple[int, ...] = (8, 16, 32)
     max_queue_delay_us: int = 1000
-    model_instances: int = 1
+    model_instances: int = 2
     pipeline_max_batch: int = 4
-    pipeline_instances: int = 2
+    pipeline_instances: int = 3
     pipeline_queue_delay_us: int = 1000
-    ort_threads: int = 2
+    ort_threads: int = 1
     detector_size: int = C.DETECTOR_SIZE
     score_threshold: float = SCORE_THRESHOLD
     tensorrt: bool = False
@@ -115,7 +115,7 @@ def pipeline_config(t: Tuning = Tuning(), max_pixels: int = 40_000_000) -> pb.Mo
         pb.ModelOutput(name=C.PL_IMAGE_SIZE, data_type=INT32, dims=[2]),
     ])
     cfg.dynamic_batching.max_queue_delay_microseconds = t.pipeline_queue_delay_us
-    # two instances: one decodes/aligns while the other waits on the detector or multitask
+    # several instances: some decode/align while others wait on the detector or multitask
     cfg.instance_group.add(count=t.pipeline_instances, kind=pb.ModelInstanceGroup.KIND_CPU)
     _params(cfg, {
         "detector_model": C.DETECTOR, "multitask_model": C.MULTITASK,

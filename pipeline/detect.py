@@ -28,10 +28,10 @@ def letterbox(rgb: np.ndarray, size: int = DETECTOR_SIZE) -> tuple[np.ndarray, f
     h, w = rgb.shape[:2]
     scale = size / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    canvas = np.empty((size, size, 3), np.uint8)
-    canvas[:] = PAD_RGB
-    canvas[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    # area averaging only where bilinear would alias (6x cheaper otherwise)
+    interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
+    resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    canvas = cv2.copyMakeBorder(resized, 0, size - nh, 0, size - nw, cv2.BORDER_CONSTANT, value=PAD_RGB)
     return canvas, scale
 
 

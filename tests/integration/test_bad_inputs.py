@@ -151,3 +151,19 @@ async def test_forty_bad_or_odd_inputs(triton_settings, tmp_path, shared_data, f
         # only the accepted photos left rows: one detection per face found, nothing partial
         # (the unknown person they created was promoted by the first registration)
         assert stats["total_detections"] == ok_faces and stats["unknown_faces"] == 0
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+async def test_exif_rotated_photos_give_boxes_of_the_upright_image(triton_settings, tmp_path, face_bytes, fmt):
+    upright = Image.open(io.BytesIO(face_bytes)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # pixels as a sideways camera wrote them
+    rotated = encode(stored, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+    async with running_api(api_settings(triton_settings, tmp_path, "sqlite")) as api:
+        a = (await api.post("/analyze", files={"file": ("up.png", encode(upright, "PNG"))})).json()
+        b = (await api.post("/analyze", files={"file": ("rot", rotated)})).json()
+    assert b["image"] == {"width": upright.width, "height": upright.height}
+    assert len(a["faces"]) == len(b["faces"]) == 1
+    box_a, box_b = a["faces"][0]["bbox"], b["faces"][0]["bbox"]
+    assert all(abs(box_a[k] - box_b[k]) <= 6 for k in box_a), (box_a, box_b)
