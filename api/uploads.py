@@ -7,15 +7,11 @@ the part's Content-Type), and the pixel count from the image header.
 
 from __future__ import annotations
 
-import io
-import warnings
-
 from fastapi import UploadFile
-from PIL import Image
 
 from api.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 from api.settings import UploadSettings
-from pipeline.decode import SUPPORTED, sniff_format
+from pipeline.decode import ImageDecodeError, UnsupportedImageType, check_header
 
 CHUNK = 1 << 16
 
@@ -28,19 +24,10 @@ async def read_image(upload: UploadFile, limits: UploadSettings) -> bytes:
             raise PayloadTooLarge(f"the file is larger than the limit of {limits.max_bytes} bytes")
         chunks.append(chunk)
     data = b"".join(chunks)
-    if not data:
-        raise InvalidImage("the file is empty")
-    kind = sniff_format(data)
-    if kind is None:
-        raise UnsupportedMediaType(f"not a supported image type (supported: {', '.join(SUPPORTED)})")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            w, h = Image.open(io.BytesIO(data)).size  # header only; no pixels decoded
-    except Exception:  # noqa: BLE001 - any header failure is the client's corrupt file
-        raise InvalidImage(f"the {kind} data is corrupt or truncated") from None
-    if w * h > limits.max_pixels:
-        raise InvalidImage(f"image has {w}x{h} pixels, more than the limit of {limits.max_pixels}")
-    if min(w, h) < limits.min_side:
-        raise InvalidImage(f"image is {w}x{h}, smaller than {limits.min_side} pixels on a side")
+        check_header(data, limits.max_pixels, limits.min_side)  # no pixel is decoded here
+    except UnsupportedImageType as exc:
+        raise UnsupportedMediaType(str(exc)) from None
+    except ImageDecodeError as exc:
+        raise InvalidImage(str(exc)) from None
     return data

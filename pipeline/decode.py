@@ -65,23 +65,43 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
-def decode_image(data: bytes, max_pixels: int = 40_000_000, min_side: int = 1) -> np.ndarray:
-    """RGB uint8 HxWx3 with the EXIF orientation applied (first frame of animations)."""
+class UnsupportedImageType(ImageDecodeError):
+    pass
+
+
+def _open(data: bytes, max_pixels: int, min_side: int) -> tuple[Image.Image, str]:
+    """Open lazily (header only) and enforce type, pixel count and size limits."""
     if not data:
         raise ImageDecodeError("the file is empty")
     kind = sniff_format(data)
     if kind is None:
-        raise ImageDecodeError(f"not a supported image type (supported: {', '.join(SUPPORTED)})")
+        raise UnsupportedImageType(f"not a supported image type (supported: {', '.join(SUPPORTED)})")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageTooLargeError(
-                    f"image has {w}x{h} = {w * h} pixels, more than the limit of {max_pixels}")
-            if min(w, h) < min_side:
-                raise ImageDecodeError(f"image is {w}x{h}, smaller than {min_side} pixels on a side")
+        img = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"the {kind} data is corrupt or truncated") from exc
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageTooLargeError(f"image has {w}x{h} = {w * h} pixels, more than the limit of {max_pixels}")
+    if min(w, h) < min_side:
+        raise ImageDecodeError(f"image is {w}x{h}, smaller than {min_side} pixels on a side")
+    return img, kind
+
+
+def check_header(data: bytes, max_pixels: int = 40_000_000, min_side: int = 1) -> tuple[str, int, int]:
+    """(type, width, height) from the header alone; the same checks decode_image makes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        img, kind = _open(data, max_pixels, min_side)
+    return kind, *img.size
+
+
+def decode_image(data: bytes, max_pixels: int = 40_000_000, min_side: int = 1) -> np.ndarray:
+    """RGB uint8 HxWx3 with the EXIF orientation applied (first frame of animations)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        img, kind = _open(data, max_pixels, min_side)
+        try:
             if img.format == "JPEG" and img.mode in ("RGB", "L"):
                 # the common case: OpenCV's decoder is ~40% faster and applies EXIF orientation
                 bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -89,12 +109,9 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000, min_side: int = 1) -
                     raise ImageDecodeError(f"the {kind} data is corrupt or truncated")
                 return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             img.load()
-            img = ImageOps.exif_transpose(img)
-            rgb = _to_rgb(img)
-    except ImageDecodeError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(f"the {kind} data is corrupt or truncated") from exc
-    except Image.DecompressionBombError as exc:  # pragma: no cover - limit disabled above
-        raise ImageTooLargeError(str(exc)) from exc
+            rgb = _to_rgb(ImageOps.exif_transpose(img))
+        except ImageDecodeError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageDecodeError(f"the {kind} data is corrupt or truncated") from exc
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
