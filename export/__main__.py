@@ -20,7 +20,8 @@ from api.settings import get_settings
 
 
 def _progress(msg: str) -> None:
-    print(f"[export] {msg}", flush=True)
+    # stderr: stdout carries results (evaluate prints one JSON object there)
+    print(f"[export] {msg}", file=sys.stderr, flush=True)
 
 
 def cmd_bootstrap(args, settings) -> int:

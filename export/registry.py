@@ -98,8 +98,14 @@ class Registry:
 
     def versions(self, name: str) -> list[VersionInfo]:
         rows = self.client.search_model_versions(f"name='{name}'")
+        if not rows:
+            return []
+        # search results carry no aliases; the registered model has them
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (self.client.get_registered_model(name).aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
         return sorted((VersionInfo(name, int(mv.version), mv.run_id, mv.tags.get(SHA_TAG),
-                                   tuple(getattr(mv, "aliases", ()) or ())) for mv in rows),
+                                   tuple(aliases.get(str(mv.version), ()))) for mv in rows),
                       key=lambda v: v.version)
 
     def find_by_sha(self, name: str, sha: str) -> VersionInfo | None:

@@ -29,7 +29,10 @@ def main() -> int:
         "--log-level", s.server.log_level, "--no-access-log",
     ])
 
+    stopped = {"by_signal": False}
+
     def _forward(signum, _frame):
+        stopped["by_signal"] = True
         api.send_signal(signum)
 
     signal.signal(signal.SIGTERM, _forward)
@@ -39,7 +42,7 @@ def main() -> int:
     finally:
         if owned:
             triton.stop()
-    return code
+    return 0 if stopped["by_signal"] else code  # Ctrl-C / SIGTERM is a clean stop
 
 
 if __name__ == "__main__":
