@@ -28,7 +28,7 @@ def cmd_bootstrap(args, settings) -> int:
     from export import bootstrap
     from export.registry import Registry
 
-    built = bootstrap.build_onnx(settings.paths.data_dir / "build", progress=_progress)
+    built = bootstrap.build_onnx(settings.paths.data_dir / "build", progress=_progress, int8=args.int8)
     registry = Registry(settings)
     versions = bootstrap.register(registry, built, promote=args.promote, progress=_progress)
     for name, v in versions.items():
@@ -61,7 +61,7 @@ def cmd_promote(args, settings) -> int:
     candidate = registry.version(args.name, args.version)
     if before is not None and before.version != args.version and not args.force:
         reasons = gate(registry.run_metrics(candidate.run_id), registry.run_metrics(before.run_id),
-                       args.margin)
+                       args.margin, args.age_margin)
         if reasons:
             print(f"refusing to promote {args.name} v{args.version} (use --force to override):",
                   file=sys.stderr)
@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bootstrap", help="register the packaged pretrained models in MLflow")
     b.add_argument("--promote", action="store_true",
                    help="move 'production' to the freshly built versions even if it is set")
+    b.add_argument("--int8", action="store_true",
+                   help="quantise SFace to int8 (faster, narrower same/different gap; evaluate first)")
     b.set_defaults(func=cmd_bootstrap)
     pub = sub.add_parser("publish", help="write the Triton model repository from @production")
     pub.add_argument("--repository", help="model repository (default: FA_MODEL_REPOSITORY)")
@@ -162,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("name")
     pr.add_argument("version", type=int)
     pr.add_argument("--force", action="store_true", help="skip the accuracy gate")
-    pr.add_argument("--margin", type=float, default=0.01,
-                    help="allowed drop of a gated metric against production (age MAE: x10 years)")
+    pr.add_argument("--margin", type=float, default=0.005,
+                    help="allowed drop of a gated rate against production (one pair in 120 is 0.008)")
+    pr.add_argument("--age-margin", type=float, default=0.5, help="allowed rise of age MAE, years")
     pr.set_defaults(func=cmd_promote)
     ev = sub.add_parser("evaluate", help="accuracy of the served pipeline on labelled photos")
     ev.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))

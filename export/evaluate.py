@@ -24,8 +24,8 @@ from export import metrics
 
 LOWER_IS_BETTER = {"age_mae", "false_detections_per_no_face_image", "wrong_person_rate",
                    "known_reported_unknown_rate", "missed_face_images"}
-GATED = ("verification_accuracy", "gender_accuracy", "detection_recall", "age_mae",
-         "wrong_person_rate")
+GATED = ("verification_accuracy", "verification_accuracy_at_threshold", "gender_accuracy",
+         "detection_recall", "age_mae", "wrong_person_rate")
 
 
 def _rows(path: Path, limit: int | None = None) -> list[dict]:
@@ -54,7 +54,7 @@ class Runner:
         return {p: self.cache[p] for p in paths}
 
 
-async def verification(run: Runner, data: Path, limit: int | None) -> tuple[dict, dict]:
+async def verification(run: Runner, data: Path, limit: int | None, threshold: float) -> tuple[dict, dict]:
     root = data / "verification"
     pairs = _rows(root / "pairs.csv", limit)
     got = await run.analyze_all([root / r[k] for r in pairs for k in ("img1", "img2")], "verification")
@@ -76,7 +76,9 @@ async def verification(run: Runner, data: Path, limit: int | None) -> tuple[dict
            "verification_same_min": float(s[y].min()) if y.any() else None,
            "verification_different_max": float(s[~y].max()) if (~y).any() else None,
            "tar_at_far_1e-3": tar["tar"], "far_resolution": tar["far_resolution"],
-           "verification_pairs_without_face": no_face}
+           "verification_pairs_without_face": no_face,
+           # what users get: accuracy at the deployed matching threshold, not a fitted one
+           "verification_accuracy_at_threshold": metrics.accuracy_at(s, y, threshold)}
     return out, {"scores": s, "same": y}
 
 
@@ -215,7 +217,7 @@ async def evaluate(settings: Settings, data: Path, out: Path, limit: int | None 
     client = InferenceClient(settings.triton)
     try:
         run = Runner(client)
-        ver, ver_raw = await verification(run, data, limit)
+        ver, ver_raw = await verification(run, data, limit, settings.matching.threshold)
         ag, age_errors = await age_gender(run, data, limit)
         det = await detection(run, data, limit)
         ident = await identification(run, data, settings.matching.threshold, limit)
@@ -230,8 +232,10 @@ async def evaluate(settings: Settings, data: Path, out: Path, limit: int | None 
     return result
 
 
-def gate(candidate: dict[str, float], production: dict[str, float], margin: float) -> list[str]:
-    """Reasons to refuse a promotion: gated metrics worse than production by more than margin."""
+def gate(candidate: dict[str, float], production: dict[str, float], margin: float,
+         age_margin: float = 0.5) -> list[str]:
+    """Reasons to refuse a promotion: gated metrics worse than production by more than the
+    margin (rates) or age_margin (years of age MAE)."""
     reasons = []
     for key in GATED:
         if key not in production:
@@ -241,8 +245,7 @@ def gate(candidate: dict[str, float], production: dict[str, float], margin: floa
             continue
         c, p = candidate[key], production[key]
         worse = (c - p) if key in LOWER_IS_BETTER else (p - c)
-        # error-like metrics in years get the margin scaled to years
-        allowed = margin * (10 if key == "age_mae" else 1)
+        allowed = age_margin if key == "age_mae" else margin
         if worse > allowed:
             reasons.append(f"{key}: {c:.4f} vs production {p:.4f} (allowed margin {allowed:.3f})")
     return reasons

