@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import random
 import re
 import time
@@ -26,7 +25,6 @@ from api.matching import Gallery, Match
 from api.repository import Repository, Tx, utcnow
 from api.settings import Settings
 
-log = logging.getLogger("api.identity")
 
 
 def slugify(name: str) -> str:

@@ -9,7 +9,7 @@ import logging
 import time
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from api import errors, metrics
 from api.auth import Buckets, require_api_key
