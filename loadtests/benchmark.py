@@ -59,8 +59,11 @@ def summarise(latencies: list[float], wall: float, faces: int = 0) -> dict:
 # -- 1. in-process floor ----------------------------------------------------------------------
 def _inprocess_worker(args):
     det, mt, photos, seconds = args
+    import cv2
+
     from pipeline.inprocess import InProcessPipeline
 
+    cv2.setNumThreads(1)  # as in face_pipeline: one process per core, no nested thread pools
     pipe = InProcessPipeline(det, mt, threads=1)
     datas = [p.read_bytes() for p in photos]
     pipe.analyze(datas[0])  # warm-up outside the window

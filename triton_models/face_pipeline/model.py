@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+import cv2
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -41,6 +42,9 @@ def _bls(model, inputs, output_names):
 
 class TritonPythonModel:
     def initialize(self, args):
+        # several pipeline instances share two cores with the models: OpenCV's own thread
+        # pool in every one of them only adds contention
+        cv2.setNumThreads(1)
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.detector = params.get("detector_model", C.DETECTOR)
