@@ -65,3 +65,23 @@ def test_int8_variant_stays_close_to_fp32(built_models, files, chips, tmp_path):
     fp = run(built_models[C.MULTITASK], chips)[0]
     q = run(int8, chips)[0]
     assert np.min(np.sum(fp * q, axis=1)) > 0.95
+
+
+def test_subnormal_weights_are_flushed_without_changing_outputs(built_models, files):
+    import onnx
+    from onnx import numpy_helper
+
+    def subnormals(model):
+        return sum(int(np.count_nonzero((w != 0) & (np.abs(w) < np.finfo(np.float32).tiny)))
+                   for w in map(numpy_helper.to_array, model.graph.initializer) if w.dtype == np.float32)
+
+    shipped = onnx.load(str(files["age"]))
+    assert subnormals(shipped) > 1000  # the reason for the flush: the age model ships thousands
+    flushed = convert.flush_denormals(onnx.load(str(files["age"])))
+    assert subnormals(flushed) == 0
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (4, 3, 64, 64)).astype(np.float32)
+    outs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+            for m in (shipped, flushed)]
+    assert np.abs(outs[0] - outs[1]).max() < 1e-6
+    for name in (C.DETECTOR, C.MULTITASK):
+        assert subnormals(onnx.load(str(built_models[name]))) == 0
