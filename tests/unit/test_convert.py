@@ -52,15 +52,13 @@ def test_multitask_embedding_equals_the_shipped_int8_sface_under_opencv(built_mo
 
 
 def test_conversion_is_deterministic(built_models, files, tmp_path):
-    again = convert.build_multitask(files["sface_int8bq"], files["age"], files["gender"], files["age_manifest"],
-                                    tmp_path / "mt.onnx")
+    again = convert.build_multitask(files, tmp_path / "mt.onnx")
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     assert digest(again) == digest(built_models[C.MULTITASK])
 
 
 def test_int8_variant_stays_close_to_fp32(built_models, files, chips, tmp_path):
-    int8 = convert.build_multitask(files["sface_int8bq"], files["age"], files["gender"], files["age_manifest"],
-                                   tmp_path / "mt8.onnx", calibration_chips=chips)
+    int8 = convert.build_multitask(files, tmp_path / "mt8.onnx", calibration_chips=chips)
     convert.validate(int8)
     fp = run(built_models[C.MULTITASK], chips)[0]
     q = run(int8, chips)[0]
