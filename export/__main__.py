@@ -28,7 +28,7 @@ def cmd_bootstrap(args, settings) -> int:
     from export import bootstrap
     from export.registry import Registry
 
-    built = bootstrap.build_onnx(settings.paths.data_dir / "build", progress=_progress, int8=args.int8)
+    built = bootstrap.build_onnx(settings.paths.data_dir / "build", progress=_progress, int8=not args.fp32)
     registry = Registry(settings)
     versions = bootstrap.register(registry, built, promote=args.promote, progress=_progress)
     for name, v in versions.items():
@@ -149,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bootstrap", help="register the packaged pretrained models in MLflow")
     b.add_argument("--promote", action="store_true",
                    help="move 'production' to the freshly built versions even if it is set")
-    b.add_argument("--int8", action="store_true",
-                   help="quantise SFace to int8 (faster, narrower same/different gap; evaluate first)")
+    b.add_argument("--fp32", action="store_true",
+                   help="keep SFace in fp32 (default: int8, 31%% cheaper per face, passed the accuracy gate)")
     b.set_defaults(func=cmd_bootstrap)
     pub = sub.add_parser("publish", help="write the Triton model repository from @production")
     pub.add_argument("--repository", help="model repository (default: FA_MODEL_REPOSITORY)")
