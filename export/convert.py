@@ -242,9 +242,9 @@ def quantize_int8(model: onnx.ModelProto, calibration: np.ndarray) -> onnx.Model
         return onnx.load(str(out))
 
 
-def _subgraph(path: Path, prefix: str, fold: bool = False,
+def _subgraph(source: Path | onnx.ModelProto, prefix: str, fold: bool = False,
               calibration: np.ndarray | None = None) -> onnx.GraphProto:
-    model = flush_denormals(onnx.load(str(path)))
+    model = flush_denormals(source if isinstance(source, onnx.ModelProto) else onnx.load(str(source)))
     if fold:
         model = decompose_prelu(make_batch_dynamic(fold_block_quantization(model)))
     if calibration is not None:
@@ -278,13 +278,11 @@ def build_multitask(files: dict[str, Path], out_path: Path,
             calibration_chips[:, o:o + 112, o:o + 112].transpose(0, 3, 1, 2), np.float32)
     sface = _subgraph(files["sface_int8bq"], "sface/", fold=True, calibration=calibration)
     age = _subgraph(files["age"], "age/")
-    fa = onnx.compose.add_prefix(flush_denormals(faceapi.build(files["faceapi_manifest"])), "faceapi/").graph
+    fa = _subgraph(faceapi.build(files["faceapi_manifest"]), "faceapi/")
 
     o = C.CHIP_OFFSET
     consts = [
-        numpy_helper.from_array(np.array([o, o], np.int64), "arc_start"),
-        numpy_helper.from_array(np.array([o + 112, o + 112], np.int64), "arc_end"),
-        *_region_consts("ag", AGE_REGION), *_region_consts("fa", FACEAPI_REGION),
+        *_region_consts("arc", (o, o, 112)), *_region_consts("ag", AGE_REGION), *_region_consts("fa", FACEAPI_REGION),
         numpy_helper.from_array(np.array([2, 3], np.int64), "hw_axes"),
         numpy_helper.from_array(np.array([AGE_SIZE, AGE_SIZE], np.int64), "age_size"),
         numpy_helper.from_array(np.array([faceapi.INPUT_SIZE] * 2, np.int64), "faceapi_size"),
