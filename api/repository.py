@@ -372,23 +372,54 @@ class Repository:
                 "top_unknown_faces": [{"person_id": r[0], "detection_count": int(r[1]), "last_seen": r[2]}
                                       for r in rows]}
 
-    async def list_persons(self, kind: str | None, limit: int, offset: int) -> tuple[int, list[PersonRow]]:
+    async def list_persons(self, kind: str | None, limit: int, offset: int,
+                           search: str | None = None) -> tuple[int, list[PersonRow]]:
+        """``search``: case-insensitive substring of a known person's name or of any person id."""
         parts, params = [], []
         known_sql = ("SELECT k.person_id, 'known', k.person_name,"
                      " (SELECT COUNT(*) FROM face_detections d WHERE d.person_id = k.person_id),"
                      " k.created_at, k.updated_at, k.age, k.gender FROM known_faces k")
-        unknown_sql = ("SELECT person_id, 'unknown', NULL, detection_count, first_seen, last_seen,"
-                       " NULL, NULL FROM unknown_faces")
+        # named columns: alone in a derived table, MySQL refuses two columns called NULL
+        unknown_sql = ("SELECT person_id, 'unknown' AS kind, NULL AS person_name, detection_count,"
+                       " first_seen, last_seen, NULL AS age, NULL AS gender FROM unknown_faces")
+        if search:
+            # '!' escapes LIKE's wildcards the same way on both dialects
+            pattern = "%" + search.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+            known_sql += (" WHERE LOWER(k.person_name) LIKE %s ESCAPE '!'"
+                          " OR LOWER(k.person_id) LIKE %s ESCAPE '!'")
+            unknown_sql += " WHERE LOWER(person_id) LIKE %s ESCAPE '!'"
         if kind in (None, "known"):
             parts.append(known_sql)
+            params += [pattern, pattern] if search else []
         if kind in (None, "unknown"):
             parts.append(unknown_sql)
+            params += [pattern] if search else []
         union = " UNION ALL ".join(parts)
         async with self.transaction() as tx:
-            total = (await tx.fetchone(f"SELECT COUNT(*) FROM ({union}) AS p"))[0]
+            total = (await tx.fetchone(f"SELECT COUNT(*) FROM ({union}) AS p", params))[0]
             rows = await tx.fetchall(f"SELECT * FROM ({union}) AS p ORDER BY 1 LIMIT %s OFFSET %s",
                                      (*params, limit, offset))
         return int(total), [PersonRow(*r) for r in rows]
+
+    async def person_crop(self, person_id: str) -> bytes | None:
+        """The stored aligned face crop (JPEG) of a known or unknown person."""
+        async with self.transaction() as tx:
+            for table in ("known_faces", "unknown_faces"):
+                row = await tx.fetchone(f"SELECT face_crop FROM {table} WHERE person_id = %s", (person_id,))
+                if row:
+                    return row[0]
+        return None
+
+    async def detections_per_bucket(self, since: dt.datetime, bucket: str) -> dict[str, int]:
+        """Detections since ``since`` per hour or per day: {"YYYY-MM-DD HH:00:00": count}."""
+        fmt = {"hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}[bucket]
+        # pymysql formats the query with %: literal percent signs are doubled there
+        expr = (f"strftime('{fmt}', detected_at)" if self.dialect == "sqlite"
+                else f"DATE_FORMAT(detected_at, '{fmt.replace('%', '%%')}')")
+        async with self.transaction() as tx:
+            rows = await tx.fetchall(f"SELECT {expr} AS b, COUNT(*) FROM face_detections"
+                                     " WHERE detected_at >= %s GROUP BY b", (since,))
+        return {str(r[0]): int(r[1]) for r in rows}
 
     async def get_person(self, person_id: str) -> PersonRow | None:
         async with self.transaction() as tx:

@@ -72,6 +72,17 @@ class StatsResponse(BaseModel):
     last_updated: datetime
 
 
+class DetectionBucket(BaseModel):
+    start: datetime = Field(description="start of the hour or day, UTC")
+    count: int
+
+
+class DetectionSeries(BaseModel):
+    window: str = Field(description='"24h" (hourly buckets) or "30d" (daily buckets)')
+    bucket: str = Field(description='"hour" or "day"')
+    buckets: list[DetectionBucket]
+
+
 class HealthResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"example": {
         "status": "healthy", "services": {"face_detector": True, "face_analytics": True, "database": True},

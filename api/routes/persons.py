@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 
 from api.errors import NotFound
 from api.identity import clean_name
@@ -19,8 +20,10 @@ def _person(row) -> Person:
 
 @router.get("", response_model=PersonsPage, summary="Known and unknown people, paged")
 async def list_persons(request: Request, identity: str | None = Query(None, pattern="^(known|unknown)$"),
-                       limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):
-    total, rows = await services(request).repo.list_persons(identity, limit, offset)
+                       limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+                       search: str | None = Query(None, max_length=100,
+                                                  description="part of a name or person id, any case")):
+    total, rows = await services(request).repo.list_persons(identity, limit, offset, search)
     return PersonsPage(total=total, limit=limit, offset=offset, persons=[_person(r) for r in rows])
 
 
@@ -30,6 +33,15 @@ async def get_person(request: Request, person_id: str):
     if row is None:
         raise NotFound(f"no person {person_id}")
     return _person(row)
+
+
+@router.get("/{person_id}/crop", response_class=Response, summary="The person's aligned face crop (JPEG)",
+            responses={200: {"content": {"image/jpeg": {}}}})
+async def person_crop(request: Request, person_id: str):
+    crop = await services(request).repo.person_crop(person_id)
+    if not crop:
+        raise NotFound(f"no face crop for {person_id}")
+    return Response(crop, media_type="image/jpeg")
 
 
 @router.patch("/{person_id}", response_model=PersonChanged,

@@ -70,3 +70,31 @@ async def api(triton_settings, tmp_path, backend):
     else:
         async with running_api(api_settings(triton_settings, tmp_path, backend)) as client:
             yield client
+
+
+@contextlib.contextmanager
+def served_api(settings: Settings):
+    """The app under a real uvicorn on a free port (in a thread): yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from api.main import create_app
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -1,0 +1,19 @@
+"""Python client for the Face Analytics API: ``FaceAnalyticsClient`` (blocking) and
+``AsyncFaceAnalyticsClient`` (asyncio), typed results, retries on 429/503, batching.
+Command line: ``face-analytics photo.jpg`` (or ``python test_api.py photo.jpg``)."""
+
+from face_analytics_client.client import (
+    NO_RETRY, AsyncFaceAnalyticsClient, FaceAnalyticsClient, Retry,
+)
+from face_analytics_client.errors import ApiError, ConnectionFailed, FaceAnalyticsError
+from face_analytics_client.models import (
+    Analysis, BBox, Bucket, Changed, DetectionSeries, Face, Health, Person, PersonsPage,
+    Registration, Stats, TopUnknown,
+)
+
+__all__ = [
+    "FaceAnalyticsClient", "AsyncFaceAnalyticsClient", "Retry", "NO_RETRY",
+    "FaceAnalyticsError", "ApiError", "ConnectionFailed",
+    "Analysis", "BBox", "Bucket", "Changed", "DetectionSeries", "Face", "Health", "Person",
+    "PersonsPage", "Registration", "Stats", "TopUnknown",
+]

@@ -1,0 +1,115 @@
+"""Typed results: the JSON shapes of the Face Analytics API.
+
+Unknown fields are kept (``extra="allow"``) so an older client keeps working against a newer
+server that adds optional fields (e.g. a per-face ``quality``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class BBox(_Model):
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class Face(_Model):
+    bbox: BBox
+    confidence: float
+    age: float
+    gender: str
+    gender_confidence: float
+    identity: str
+    person_id: str
+    person_name: str | None = None
+    similarity: float | None = None
+    quality: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The name of a known person, else the person id."""
+        return self.person_name or self.person_id
+
+
+class Analysis(_Model):
+    success: bool = True
+    faces: list[Face]
+    message: str
+    image: dict[str, int] | None = None
+
+
+class Registration(_Model):
+    success: bool = True
+    message: str
+    person_id: str
+    samples: int = 1
+    promoted_unknown_id: str | None = None
+
+
+class TopUnknown(_Model):
+    person_id: str
+    detection_count: int
+    last_seen: datetime
+
+
+class Stats(_Model):
+    known_faces: int
+    unknown_faces: int
+    total_detections: int
+    recent_detections_24h: int
+    top_unknown_faces: list[TopUnknown]
+    last_updated: datetime
+
+
+class Health(_Model):
+    status: str
+    services: dict[str, bool]
+    models: dict[str, dict] = {}
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == "healthy"
+
+
+class Bucket(_Model):
+    start: datetime
+    count: int
+
+
+class DetectionSeries(_Model):
+    window: str
+    bucket: str
+    buckets: list[Bucket]
+
+
+class Person(_Model):
+    person_id: str
+    identity: str
+    person_name: str | None = None
+    detection_count: int
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+
+class PersonsPage(_Model):
+    total: int
+    limit: int
+    offset: int
+    persons: list[Person]
+
+
+class Changed(_Model):
+    """Answer of rename, merge and delete."""
+
+    success: bool = True
+    message: str
+    person_id: str
