@@ -1,24 +1,46 @@
-"""The benchmark driver runs end to end on a few requests (no timing is asserted)."""
+"""The benchmark driver runs end to end on a tiny set and prints its ratios (no timing is asserted)."""
 
 import json
 
 import pytest
 
-from loadtests import benchmark
+from loadtests import benchmark, photo_sets
 from pipeline import contract as C
 
 pytestmark = pytest.mark.triton
 
 
-def test_benchmark_driver_measures_every_stage(triton, built_models, shared_data, tmp_path):
-    photos = benchmark.bench_photos(shared_data)[:3]
-    result = benchmark.run(1.0, tmp_path, triton.grpc_url, triton.metrics_url,
+def test_benchmark_driver_measures_every_stage_per_size_class(triton, built_models, shared_data, tmp_path, capsys):
+    result = benchmark.run(1.0, tmp_path / "out", triton.grpc_url, triton.metrics_url,
                            built_models[C.DETECTOR], built_models[C.MULTITASK], peers_dir=None,
-                           photos=photos)
-    for part in (result["inprocess"], result["triton"]["c1"], result["triton"]["c16"],
-                 result["api"]["c1"], result["api"]["c16"]):
-        assert part["images"] > 0 and part["images_per_s"] > 0
-    assert result["triton"]["c16"]["errors"] == 0 and result["api"]["c16"]["errors"] == 0
-    assert result["batching"][C.DETECTOR] >= 1
-    saved = json.loads((tmp_path / "benchmark.json").read_text())
-    assert saved["ratios"] and "| API /analyze, concurrency 16 |" in (tmp_path / "benchmark.md").read_text()
+                           classes=["original", "720p"], data=shared_data, limit=2, work=tmp_path)
+    assert list(result["classes"]) == ["original", "720p"]
+    for name, r in result["classes"].items():
+        for part in (r["inprocess"], *r["triton"].values(), *r["api"].values()):
+            assert part["images"] > 0 and part["images_per_s"] > 0, name
+        assert set(r["triton"]) == {"c1", "c16", "c32"} and set(r["api"]) == {"c1", "c16"}
+        assert r["triton"]["c32"]["errors"] == 0 and r["api"]["c16"]["errors"] == 0
+        assert r["triton"]["c32"]["batching"][C.DETECTOR] >= 1
+        assert len(r["load_before"]) == 3
+        assert r["ratios"]["API c16 / in-process floor"] > 0
+        assert r["ratios"]["API c16 / best OpenCV"] is None  # no peers here
+    # the 720p class was built: JPEG, the pixel count of 1280x720 within rounding
+    scaled = result["classes"]["720p"]["set"]
+    assert scaled["photos"] == 2 and abs(scaled["median_mp"] - 0.92) < 0.01
+    assert all(p.suffix == ".jpg" for p in (tmp_path / "photos" / "720p").iterdir())
+    saved = json.loads((tmp_path / "out" / "benchmark.json").read_text())
+    assert saved["classes"]["720p"]["ratios"]
+    report = (tmp_path / "out" / "benchmark.md").read_text()
+    assert "## 720p" in report and "| API /analyze, concurrency 16 |" in report
+    assert "API c16 / in-process floor" in capsys.readouterr().out
+
+
+def test_size_classes_keep_the_aspect_ratio_and_set_the_pixel_count(shared_data, tmp_path):
+    sets = photo_sets.build(shared_data, tmp_path, ["1080p"], limit=3)
+    from PIL import Image
+
+    for path, src in zip(sets["1080p"], photo_sets.scalable_photos(shared_data)):
+        with Image.open(path) as im, Image.open(src) as orig:
+            w, h = im.size
+            assert abs(w * h - 1920 * 1080) / (1920 * 1080) < 0.01
+            assert abs(w / h - orig.size[0] / orig.size[1]) < 0.01
