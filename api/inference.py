@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from tritonclient.utils import InferenceServerException
 from api import metrics
 from api.errors import InferenceUnavailable, InvalidImage
 from api.settings import TritonSettings
+from api.triton_targets import is_multi, replica_addresses
 from pipeline import contract as C
 
 OUTPUTS = (C.PL_BOXES, C.PL_SCORES, C.PL_EMBEDDINGS, C.PL_AGE, C.PL_GENDER, C.PL_CHIPS,
@@ -35,14 +37,55 @@ class Analysis:
     height: int
 
 
+def _channel_args(settings: TritonSettings) -> list[tuple[str, object]] | None:
+    """tritonclient's own channel options, plus the load-balancing policy when one is set
+    (passing channel_args replaces tritonclient's defaults, so they are repeated here)."""
+    if not settings.grpc_lb_policy:
+        return None
+    keepalive = grpcaio.KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", grpcaio.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", grpcaio.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.lb_policy_name", settings.grpc_lb_policy),
+    ]
+
+
 class InferenceClient:
     def __init__(self, settings: TritonSettings):
         self.settings = settings
-        self.client = grpcaio.InferenceServerClient(settings.grpc_url)
+        self._client = self._connect()
+        self._born = time.monotonic()
+        self._retiring: set[asyncio.Task] = set()
         self.outputs = [grpcaio.InferRequestedOutput(n) for n in OUTPUTS]
 
+    def _connect(self, url: str | None = None) -> grpcaio.InferenceServerClient:
+        return grpcaio.InferenceServerClient(url or self.settings.grpc_url,
+                                             channel_args=_channel_args(self.settings))
+
+    @property
+    def client(self) -> grpcaio.InferenceServerClient:
+        """The channel, renewed every channel_refresh_s: a new channel resolves DNS again, so
+        Triton pods added since get their share; the old one closes after its calls end."""
+        refresh = self.settings.channel_refresh_s
+        if refresh and time.monotonic() - self._born > refresh:
+            old, self._client, self._born = self._client, self._connect(), time.monotonic()
+            task = asyncio.get_running_loop().create_task(self._close_later(old))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        return self._client
+
+    async def _close_later(self, old: grpcaio.InferenceServerClient) -> None:
+        await asyncio.sleep(self.settings.timeout_s + 1)
+        await old.close()
+
     async def close(self) -> None:
-        await self.client.close()
+        for task in list(self._retiring):
+            task.cancel()
+        await self._client.close()
 
     async def analyze(self, data: bytes, min_face_size: int = 0, max_faces: int = 0) -> Analysis:
         image = grpcaio.InferInput(C.PL_IMAGE, [1, 1], "BYTES")
@@ -87,16 +130,35 @@ class InferenceClient:
             raise InferenceUnavailable("the inference server is unavailable; retry shortly") from None
         return result.as_numpy(C.MT_EMBEDDING)
 
-    async def model_status(self) -> dict[str, dict]:
+    async def replica_status(self) -> dict[str, dict[str, dict]]:
+        """model_status of every replica grpc_url names (empty for a single Triton): one
+        replica may still serve the previous version while a publish goes round."""
+        if not is_multi(self.settings.grpc_url):
+            return {}
+        try:
+            addresses = await asyncio.to_thread(replica_addresses, self.settings.grpc_url)
+        except OSError:
+            return {}
+        out = {}
+        for address in addresses:
+            client = grpcaio.InferenceServerClient(address)
+            try:
+                out[address] = await self.model_status(client)
+            finally:
+                await client.close()
+        return out
+
+    async def model_status(self, client: grpcaio.InferenceServerClient | None = None) -> dict[str, dict]:
         """Readiness and served version (with its MLflow provenance) of each model."""
+        client = client or self.client
         status = {}
         for name in (self.settings.detector_model, self.settings.multitask_model,
                      self.settings.pipeline_model):
             entry = {"ready": False, "version": None, "mlflow_version": None}
             try:
-                entry["ready"] = await self.client.is_model_ready(name, client_timeout=2)
+                entry["ready"] = await client.is_model_ready(name, client_timeout=2)
                 if entry["ready"]:
-                    cfg = (await self.client.get_model_config(name, as_json=True, client_timeout=2))["config"]
+                    cfg = (await client.get_model_config(name, as_json=True, client_timeout=2))["config"]
                     versions = cfg.get("version_policy", {}).get("specific", {}).get("versions")
                     entry["version"] = str(versions[0]) if versions else "1"
                     params = cfg.get("parameters", {})

@@ -90,6 +90,9 @@ class HealthResponse(BaseModel):
     status: str
     services: dict[str, bool]
     models: dict[str, dict] = {}
+    # several Triton replicas only: address -> model -> MLflow version served (None: not ready)
+    replicas: dict[str, dict[str, str | None]] = {}
+    version_skew: bool = False
 
 
 class Person(BaseModel):

@@ -38,9 +38,22 @@ class MLflowSettings(_Group):
 
 class TritonSettings(_Group):
     model_config = SettingsConfigDict(env_prefix="TRITON_", extra="ignore")
-    # address the API and export use to reach Triton (gRPC and HTTP)
+    # address the API and export use to reach Triton (gRPC and HTTP). Several replicas:
+    # "dns:///name:port" (every A record of a headless Service) or "ipv4:a:port,b:port"
     grpc_url: str = "127.0.0.1:8001"
     http_url: str = "127.0.0.1:8010"
+    # gRPC load balancing over the addresses grpc_url resolves to ("round_robin": per request;
+    # empty: gRPC's default pick_first, one connection to one replica)
+    grpc_lb_policy: str = ""
+    # recreate the gRPC channel this often (s) so that DNS is re-resolved and replicas added by
+    # the autoscaler get requests; 0 = never (one fixed Triton)
+    channel_refresh_s: float = 0.0
+    # Triton's restricted model-control API (--http-restricted-api / --grpc-restricted-protocol
+    # model-repository:<header>=<key>): the header `export publish` sends; empty key = none
+    admin_header: str = "triton-admin-key"
+    admin_key: str = ""
+    # config.pbtxt flavour `export publish` writes by default: cpu or gpu
+    target: str = "cpu"
     metrics_url: str = "http://127.0.0.1:8002/metrics"
     # ports of the local server started by tools.triton_local (the API owns 8000)
     http_port: int = 8010

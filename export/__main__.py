@@ -42,13 +42,15 @@ def cmd_publish(args, settings) -> int:
 
     repo = Path(args.repository or settings.paths.model_repository)
     tuning = triton_config.Tuning(tensorrt=args.tensorrt)
-    published = publish.write_repository(Registry(settings), repo, target=args.target,
+    published = publish.write_repository(Registry(settings), repo, target=args.target or settings.triton.target,
                                          tuning=tuning, max_pixels=settings.upload.max_pixels,
                                          progress=_progress)
     _progress(f"repository written: {repo}")
     if not args.no_load:
-        publish.load_into_triton(args.triton_url or settings.triton.http_url, published, repo,
-                                 progress=_progress)
+        t = settings.triton
+        headers = {t.admin_header: t.admin_key} if t.admin_key else None
+        publish.load_into_triton(args.triton_url or t.http_url, published, repo,
+                                 progress=_progress, headers=headers)
     return 0
 
 
@@ -154,10 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bootstrap)
     pub = sub.add_parser("publish", help="write the Triton model repository from @production")
     pub.add_argument("--repository", help="model repository (default: FA_MODEL_REPOSITORY)")
-    pub.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
-                     help="cpu: python backend around onnxruntime; gpu: onnxruntime backend")
+    pub.add_argument("--target", choices=["cpu", "gpu"],
+                     help="cpu: python backend around onnxruntime; gpu: onnxruntime backend "
+                          "(default: TRITON_TARGET, cpu)")
     pub.add_argument("--tensorrt", action="store_true", help="gpu target: TensorRT EP in FP16")
-    pub.add_argument("--triton-url", help="Triton HTTP address to load into (default: TRITON_HTTP_URL)")
+    pub.add_argument("--triton-url", help="Triton HTTP address(es) to load into: host:port, "
+                     "dns:///service:port (every replica) or a:port,b:port (default: TRITON_HTTP_URL)")
     pub.add_argument("--no-load", action="store_true", help="only write the repository")
     pub.set_defaults(func=cmd_publish)
     pr = sub.add_parser("promote", help="move the production alias to VERSION")

@@ -9,7 +9,8 @@ Layout written (version directory = MLflow model version)::
 
 Every directory is built under a temporary name in the same file system and renamed into
 place, and config.pbtxt is replaced atomically, so a polling or loading Triton never sees a
-half-written model. Old version directories stay until Triton reports the new ones ready.
+half-written model. Old version directories stay until every Triton replica reports the new
+ones ready (several replicas share one repository in a cluster: deploy/k8s, docs/kubernetes.md).
 """
 
 from __future__ import annotations
@@ -126,33 +127,98 @@ def write_repository(registry: Registry, repo: Path, target: str = "cpu",
     return published
 
 
-def load_into_triton(http_url: str, published: list[Published], repo: Path,
-                     progress: Callable[[str], None] = print, timeout_s: float = 120.0) -> bool:
-    """Ask a running Triton to (re)load; prune old version dirs once the new ones serve."""
-    import tritonclient.http as httpclient
+def _load_replica(client, address: str, published: list[Published], headers: dict | None,
+                  progress: Callable[[str], None]) -> None:
     from tritonclient.utils import InferenceServerException
 
-    client = httpclient.InferenceServerClient(http_url, connection_timeout=3, network_timeout=timeout_s)
-    try:
-        if not client.is_server_live():
-            raise ConnectionError
-    except Exception:
-        progress(f"no Triton at {http_url}; the repository is written, it loads at the next start")
-        return False
     try:
         for p in published:
-            progress(f"loading {p.name} v{p.version} into Triton")
-            client.load_model(p.name)
+            progress(f"{address}: loading {p.name} v{p.version}")
+            client.load_model(p.name, headers=headers)
             if not client.is_model_ready(p.name, str(p.version)):
-                raise RuntimeError(f"Triton did not make {p.name} v{p.version} ready")
-        progress(f"loading {C.PIPELINE}")
-        client.load_model(C.PIPELINE)
+                raise RuntimeError(f"Triton at {address} did not make {p.name} v{p.version} ready")
+        progress(f"{address}: loading {C.PIPELINE}")
+        client.load_model(C.PIPELINE, headers=headers)
     except InferenceServerException as exc:
-        raise RuntimeError(f"Triton refused the new models: {exc.message()}") from exc
-    finally:
-        client.close()
+        raise RuntimeError(f"Triton at {address} refused the new models: {exc.message()}") from exc
+
+
+def _serves_exactly(client, published: list[Published], repo: Path) -> bool:
+    """Every published version ready, and no other version of those models still served."""
+    for p in published:
+        if not client.is_model_ready(p.name, str(p.version)):
+            return False
+        if any(client.is_model_ready(p.name, str(v)) for v in _version_dirs(repo / p.name) if v != p.version):
+            return False
+    return client.is_model_ready(C.PIPELINE)
+
+
+def load_into_triton(http_url: str, published: list[Published], repo: Path,
+                     progress: Callable[[str], None] = print, timeout_s: float = 120.0,
+                     headers: dict[str, str] | None = None) -> bool:
+    """Load the published versions into every Triton replica `http_url` names (one address,
+    ``dns:///service:port`` or a list, see api.triton_targets); old version directories are
+    deleted only once every replica reports the new versions ready and the old ones gone.
+
+    Replicas are listed again after each round, so a pod that appeared meanwhile (and may
+    have started from the repository as it was) is loaded too. A replica that does not
+    answer fails the publish and leaves the old versions on disk."""
+    import socket
+
+    import tritonclient.http as httpclient
+
+    from api.triton_targets import replica_addresses
+
+    def clients(addresses):
+        return {a: httpclient.InferenceServerClient(a, connection_timeout=3, network_timeout=timeout_s)
+                for a in addresses}
+
+    try:
+        first = replica_addresses(http_url)
+    except (socket.gaierror, ValueError):
+        first = []
+    live = [a for a in first if _is_live(a)]
+    if not live:
+        progress(f"no Triton at {http_url}; the repository is written, it loads at the next start")
+        return False
+    done: set[str] = set()
+    for _round in range(10):
+        pending = [a for a in replica_addresses(http_url) if a not in done]
+        if not pending:
+            break
+        for address, client in clients(pending).items():
+            try:
+                if not _is_live(address):
+                    raise RuntimeError(f"Triton at {address} does not answer; old versions kept")
+                _load_replica(client, address, published, headers, progress)
+            finally:
+                client.close()
+            done.add(address)
+    else:
+        raise RuntimeError(f"the replicas behind {http_url} kept changing; old versions kept")
+    final = replica_addresses(http_url)
+    for address, client in clients(final).items():
+        try:
+            if not _serves_exactly(client, published, repo):
+                raise RuntimeError(f"Triton at {address} does not serve exactly the published "
+                                   "versions; old versions kept")
+        finally:
+            client.close()
+    progress(f"{len(final)} replica(s) serve " + ", ".join(f"{p.name} v{p.version}" for p in published))
     for p in published:
         for v in _version_dirs(repo / p.name):
             if v != p.version:
                 shutil.rmtree(repo / p.name / str(v), ignore_errors=True)
     return True
+
+
+def _is_live(address: str) -> bool:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(address, connection_timeout=3, network_timeout=5)
+    try:
+        return client.is_server_live()
+    except Exception:  # noqa: BLE001 - refused, reset, timeout: all mean "not there"
+        return False
+    finally:
+        client.close()

@@ -72,20 +72,23 @@ class TritonServer:
     metrics_port: int = 8002
     models: tuple[str, ...] = DEFAULT_MODELS
     log_file: Path | None = None
+    # loopback address to bind: 127.0.0.2 etc. let two servers share port numbers, as pods do
+    host: str = "127.0.0.1"
+    extra_args: tuple[str, ...] = ()
     work_dir: Path = field(default_factory=lambda: get_settings().paths.data_dir / "triton")
     process: subprocess.Popen | None = None
 
     @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self.host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self.host}:{self.metrics_port}/metrics"
 
     def command(self) -> list[str]:
         backends = prepare_backends(self.work_dir / "backends")
@@ -93,9 +96,9 @@ class TritonServer:
             str(server_binary()),
             f"--model-repository={Path(self.repository).resolve()}",
             f"--backend-directory={backends}",
-            "--http-address=127.0.0.1",
-            "--grpc-address=127.0.0.1",
-            "--metrics-address=127.0.0.1",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
             f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
@@ -106,7 +109,7 @@ class TritonServer:
             "--log-verbose=0",
         ]
         cmd += [f"--load-model={m}" for m in self.models]
-        return cmd
+        return cmd + list(self.extra_args)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -116,7 +119,8 @@ class TritonServer:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         return env
 
-    def start(self, timeout_s: float = 120.0) -> "TritonServer":
+    def launch(self) -> "TritonServer":
+        """Start the process without waiting (several servers can then load at once)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file or (self.work_dir / "tritonserver.log"), "ab")
         self.process = subprocess.Popen(
@@ -124,7 +128,10 @@ class TritonServer:
             start_new_session=True,
         )
         log.close()
-        self.wait_ready(timeout_s)
+        return self
+
+    def start(self, timeout_s: float = 120.0) -> "TritonServer":
+        self.launch().wait_ready(timeout_s)
         return self
 
     def is_ready(self) -> bool:
