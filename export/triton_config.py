@@ -19,7 +19,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from pipeline import contract as C
-from pipeline.detect import SCORE_THRESHOLD
+from pipeline.detect import MIN_FACE_SIZE, SCORE_THRESHOLD, TILE
 
 TARGETS = ("cpu", "gpu")
 
@@ -42,6 +42,13 @@ class Tuning:
     ort_threads: int = 1
     detector_size: int = C.DETECTOR_SIZE
     score_threshold: float = SCORE_THRESHOLD
+    # small faces: the smallest face the detection plan covers (px of the original photo), the
+    # tile side, and how the pipeline sends a large photo's tiles: requests of 4 tiles, 4 in
+    # flight, which the detector's dynamic batcher merges up to detector_max_batch
+    min_face_size: int = MIN_FACE_SIZE
+    tile_size: int = TILE
+    detector_request_batch: int = 4
+    detector_requests_in_flight: int = 4
     tensorrt: bool = False
 
 
@@ -121,6 +128,9 @@ def pipeline_config(t: Tuning = Tuning(), max_pixels: int = 40_000_000) -> pb.Mo
         "detector_model": C.DETECTOR, "multitask_model": C.MULTITASK,
         "detector_size": t.detector_size, "score_threshold": t.score_threshold,
         "max_pixels": max_pixels, "multitask_max_batch": t.multitask_max_batch,
+        "min_face_size": t.min_face_size, "tile_size": t.tile_size,
+        "detector_request_batch": min(t.detector_request_batch, t.detector_max_batch),
+        "detector_requests_in_flight": t.detector_requests_in_flight,
     })
     return cfg
 

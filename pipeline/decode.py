@@ -96,22 +96,44 @@ def check_header(data: bytes, max_pixels: int = 40_000_000, min_side: int = 1) -
     return kind, *img.size
 
 
+# libjpeg decodes at 1/2, 1/4 or 1/8 in the DCT domain: most of the IDCT and colour work skipped
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
 def decode_image(data: bytes, max_pixels: int = 40_000_000, min_side: int = 1) -> np.ndarray:
     """RGB uint8 HxWx3 with the EXIF orientation applied (first frame of animations)."""
+    return decode_reduced(data, max_pixels, min_side)[0]
+
+
+def decode_reduced(data: bytes, max_pixels: int = 40_000_000, min_side: int = 1,
+                   reduction=None) -> tuple[np.ndarray, float, float]:
+    """(RGB uint8, fx, fy): the upright image, decoded at 1/k per side when it is a JPEG and
+    `reduction(width, height)` (from the header) says k > 1; fx, fy = full-size pixels per decoded
+    pixel. Other formats have no cheaper path in Pillow or OpenCV (a PNG or WebP is decoded
+    whole before any resize), so they come at full size, fx = fy = 1."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         img, kind = _open(data, max_pixels, min_side)
         try:
             if img.format == "JPEG" and img.mode in ("RGB", "L"):
                 # the common case: OpenCV's decoder is ~40% faster and applies EXIF orientation
-                bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                k = reduction(*img.size) if reduction else 1
+                bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED.get(k, cv2.IMREAD_COLOR))
                 if bgr is None:
                     raise ImageDecodeError(f"the {kind} data is corrupt or truncated")
-                return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                if k == 1:
+                    return rgb, 1.0, 1.0
+                w, h = img.size
+                if img.getexif().get(0x0112) in _TRANSPOSED:
+                    w, h = h, w
+                return rgb, w / rgb.shape[1], h / rgb.shape[0]
             img.load()
             rgb = _to_rgb(ImageOps.exif_transpose(img))
         except ImageDecodeError:
             raise
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageDecodeError(f"the {kind} data is corrupt or truncated") from exc
-    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)), 1.0, 1.0

@@ -1,11 +1,25 @@
-"""RetinaFace pre- and post-processing: letterbox, priors, box decoding, NMS.
+"""RetinaFace pre- and post-processing: detection plan (letterbox, native pass or tiles), priors,
+box decoding, one NMS over every window of a photo.
 
-Every image is letterboxed to one fixed square so that concurrent requests have equal
-shapes and Triton's dynamic batcher can merge them.
+How much of a photo the detector must see is decided by the smallest face we promise to find
+(`MIN_FACE_SIZE`, pixels of the original photo) and by the smallest face the detector finds in
+its own input (`DETECTOR_MIN_FACE`, measured). Three plans, cheapest first:
+
+- letterbox: the whole photo scaled to fit one DETECTOR_SIZE square, when that scale still shows
+  the smallest promised face at DETECTOR_MIN_FACE pixels (the fast path, batched across requests);
+- native: the photo at the detection scale in one pass of its own shape (padded to a multiple of
+  32), when that is at most NATIVE_MAX_PIXELS: no overlap, no padding to waste;
+- tiled: the letterbox pass for large faces plus a pyramid of overlapping TILE x TILE tiles, from
+  the letterbox scale up to the detection scale in steps of at most LEVEL_STEP. Each level answers
+  for the faces the coarser one may miss; tiles overlap by enough to hold those faces whole.
+All windows of a photo are merged with one NMS. Tiles have one shape, so Triton's dynamic batcher
+batches them with each other across requests.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
@@ -18,6 +32,16 @@ MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 VARIANCES = (0.1, 0.2)
 SCORE_THRESHOLD = 0.6  # chosen on ../shared/data with `python -m export evaluate` (README)
 NMS_IOU = 0.4
+
+# Box width (px of the detector input) from which RetinaFace-MobileNet0.25 finds faces: recall
+# 0.97 at 24 px, 0.74 at 20, 0.53 at 16 on faces of ../shared/data pasted into 480 px inputs
+# at score 0.6 (README, "Small faces"). Lower score thresholds did not move it much.
+DETECTOR_MIN_FACE = 24
+MIN_FACE_SIZE = 24  # the promise: faces this wide (px of the original photo) are found
+TILE = 640  # tile side: less overlap per pixel than 480 tiles
+LEVEL_STEP = 3.0  # largest scale ratio between two pyramid levels
+NATIVE_MAX_PIXELS = 1920 * 1200  # one untiled pass up to ~2.3 MP at the detection scale (1080p, 2 MP photos)
+REDUCTIONS = (8, 4, 2)  # JPEG DCT-domain decode scales libjpeg offers (1/8, 1/4, 1/2)
 
 
 PAD_RGB = tuple(round(v) for v in DET_MEAN_BGR[::-1])  # zero after the graph subtracts the mean
@@ -35,13 +59,15 @@ def letterbox(rgb: np.ndarray, size: int = DETECTOR_SIZE) -> tuple[np.ndarray, f
     return canvas, scale
 
 
-@lru_cache(maxsize=8)
-def priors(size: int) -> np.ndarray:
-    """Anchor centres and sizes (cx, cy, w, h) in pixels, in the network's output order."""
+@lru_cache(maxsize=32)
+def priors(size: int, width: int | None = None) -> np.ndarray:
+    """Anchor centres and sizes (cx, cy, w, h) in pixels, in the network's output order, for an
+    input `size` high and `width` wide (square if not given)."""
+    width = width or size
     rows = []
     for step, sizes in zip(STEPS, MIN_SIZES):
-        n = -(-size // step)
-        ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        n, m = -(-size // step), -(-width // step)
+        ys, xs = np.meshgrid(np.arange(n), np.arange(m), indexing="ij")
         cx = ((xs + 0.5) * step).reshape(-1, 1)
         cy = ((ys + 0.5) * step).reshape(-1, 1)
         for s in sizes:
@@ -49,39 +75,41 @@ def priors(size: int) -> np.ndarray:
     # output order is row, column, then anchor size within each cell
     per_step, start = [], 0
     for step, sizes in zip(STEPS, MIN_SIZES):
-        n = -(-size // step)
+        n, m = -(-size // step), -(-width // step)
         block = np.concatenate(rows[start:start + len(sizes)], axis=1)  # [cells, sizes, 4]
-        per_step.append(block.reshape(n * n * len(sizes), 4))
+        per_step.append(block.reshape(n * m * len(sizes), 4))
         start += len(sizes)
     return np.concatenate(per_step).astype(np.float32)
 
 
-def postprocess(loc: np.ndarray, conf: np.ndarray, landmarks: np.ndarray, size: int, scale: float,
-                width: int, height: int, score_threshold: float = SCORE_THRESHOLD,
-                nms_iou: float = NMS_IOU, min_face_size: int = 0, max_faces: int = 0):
-    """Decode one image's outputs -> boxes x1y1x2y2, scores, landmarks [K,5,2], original pixels.
-
-    Faces come largest first; `max_faces` keeps the largest, `min_face_size` drops faces
-    whose shorter box side is smaller (original pixels).
-    """
+def _decode(loc, conf, landmarks, height, width, score_threshold):
+    """Faces above the threshold in one detector input: boxes x1y1x2y2, scores, landmarks
+    [K,5,2], in pixels of that input."""
     scores = conf[:, 1]
     keep = np.flatnonzero(scores > score_threshold)
-    if keep.size == 0:
-        return (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
-                np.zeros((0, 5, 2), np.float32))
-    p = priors(size)[keep]
+    p = priors(height, width)[keep]
     d = loc[keep]
     v0, v1 = VARIANCES
     centre = p[:, :2] + d[:, :2] * v0 * p[:, 2:]
     wh = p[:, 2:] * np.exp(d[:, 2:] * v1)
-    boxes = np.concatenate([centre - wh / 2, centre + wh / 2], axis=1) / scale
-    lmk = (p[:, None, :2] + landmarks[keep].reshape(-1, 5, 2) * v0 * p[:, None, 2:]) / scale
-    s = scores[keep]
+    boxes = np.concatenate([centre - wh / 2, centre + wh / 2], axis=1)
+    lmk = p[:, None, :2] + landmarks[keep].reshape(-1, 5, 2) * v0 * p[:, None, 2:]
+    return boxes, scores[keep], lmk
 
+
+def _empty():
+    return (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
+
+
+def finish(boxes, scores, lmk, width: int, height: int, score_threshold: float = SCORE_THRESHOLD,
+           nms_iou: float = NMS_IOU, min_face_size: int = 0, max_faces: int = 0):
+    """One NMS over every candidate of a photo, clip, size filter, largest first, cap."""
+    if len(boxes) == 0:
+        return _empty()
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    idx = cv2.dnn.NMSBoxes(xywh.tolist(), s.tolist(), score_threshold, nms_iou)
+    idx = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), score_threshold, nms_iou)
     idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-    boxes, s, lmk = boxes[idx], s[idx], lmk[idx]
+    boxes, s, lmk = boxes[idx], scores[idx], lmk[idx]
 
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
@@ -94,3 +122,156 @@ def postprocess(loc: np.ndarray, conf: np.ndarray, landmarks: np.ndarray, size: 
         order = order[:max_faces]
     return (boxes[order].astype(np.float32), s[order].astype(np.float32),
             lmk[order].astype(np.float32))
+
+
+def postprocess(loc: np.ndarray, conf: np.ndarray, landmarks: np.ndarray, size: int, scale: float,
+                width: int, height: int, score_threshold: float = SCORE_THRESHOLD,
+                nms_iou: float = NMS_IOU, min_face_size: int = 0, max_faces: int = 0):
+    """Decode one letterboxed image's outputs -> boxes x1y1x2y2, scores, landmarks [K,5,2],
+    original pixels.
+
+    Faces come largest first; `max_faces` keeps the largest, `min_face_size` drops faces
+    whose shorter box side is smaller (original pixels).
+    """
+    boxes, scores, lmk = _decode(loc, conf, landmarks, size, size, score_threshold)
+    return finish(boxes / scale, scores, lmk / scale, width, height, score_threshold, nms_iou,
+                  min_face_size, max_faces)
+
+
+# -- detection plan -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Window:
+    """One detector input cut from the photo scaled by `scale`: the scaled photo's pixels
+    [x0, x0+w) x [y0, y0+h), padded right/bottom to `shape` (height, width)."""
+
+    scale: float
+    x0: int
+    y0: int
+    w: int
+    h: int
+    shape: tuple[int, int]
+    # tiles only: faces wider than this (detector px) belong to a coarser level, and a box
+    # closer than `margin` to a tile edge inside the photo is a cut face, found whole elsewhere
+    max_face: float = math.inf
+    margin: float = 0.0
+    inner: tuple[bool, bool, bool, bool] = (False, False, False, False)  # left, top, right, bottom
+    letterbox: bool = False
+
+
+def detection_scale(min_face: float) -> float:
+    """Scale at which a face `min_face` wide becomes DETECTOR_MIN_FACE wide; never upsampled."""
+    return min(1.0, DETECTOR_MIN_FACE / max(min_face, 1))
+
+
+def _letterbox_scale(width: int, height: int, size: int) -> float:
+    return size / max(width, height)
+
+
+def reduction(width: int, height: int, min_face: float = MIN_FACE_SIZE, size: int = DETECTOR_SIZE) -> int:
+    """The largest JPEG decode reduction (1, 2, 4 or 8 per side) that keeps every detector input
+    at full quality: the letterbox and the smallest promised face at their scales."""
+    need = max(min(detection_scale(min_face), 1.0), min(1.0, _letterbox_scale(width, height, size)))
+    return next((k for k in REDUCTIONS if 1 / k >= need), 1)
+
+
+def _ceil32(v: float) -> int:
+    return int(-(-math.ceil(v) // 32) * 32)
+
+
+def _starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Tile origins along one axis: evenly spread, neighbours overlapping by >= overlap."""
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def plan(width: int, height: int, min_face: float = MIN_FACE_SIZE, size: int = DETECTOR_SIZE,
+         tile: int = TILE) -> list[Window]:
+    """The detector inputs that find every face at least `min_face` wide (pixels of this image)."""
+    s0 = _letterbox_scale(width, height, size)
+    nw, nh = max(1, round(width * s0)), max(1, round(height * s0))
+    base = Window(s0, 0, 0, nw, nh, (size, size), letterbox=True)
+    s = detection_scale(min_face)
+    if s <= s0:
+        return [base]
+    sw, sh = max(1, round(width * s)), max(1, round(height * s))
+    if _ceil32(sw) * _ceil32(sh) <= NATIVE_MAX_PIXELS:
+        native = Window(s, 0, 0, sw, sh, (_ceil32(sh), _ceil32(sw)))
+        # the letterbox too when the native pass could hold faces larger than the detector was
+        # checked on (faces up to 1.5x DETECTOR_SIZE were found whole on ../shared/data)
+        return [native] if min(sw, sh) <= 1.5 * size else [base, native]
+    windows = [base]
+    levels = math.ceil(math.log(s / s0) / math.log(LEVEL_STEP) - 1e-9)
+    step = (s / s0) ** (1 / levels)
+    for k in range(1, levels + 1):
+        sk = s if k == levels else s0 * step ** k
+        lw, lh = max(1, round(width * sk)), max(1, round(height * sk))
+        biggest = DETECTOR_MIN_FACE * step * 1.2  # what the coarser level may miss, +20%
+        margin = 0.15 * biggest
+        overlap = biggest + 2 * margin
+        for y0 in _starts(lh, tile, overlap):
+            for x0 in _starts(lw, tile, overlap):
+                w, h = min(tile, lw - x0), min(tile, lh - y0)
+                windows.append(Window(sk, x0, y0, w, h, (tile, tile), biggest, margin,
+                                      (x0 > 0, y0 > 0, x0 + w < lw, y0 + h < lh)))
+    return windows
+
+
+def _resize(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
+    if (w, h) == (rgb.shape[1], rgb.shape[0]):
+        return rgb
+    # area averaging only where bilinear would alias (6x cheaper otherwise)
+    interp = cv2.INTER_AREA if w < rgb.shape[1] * 0.5 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (w, h), interpolation=interp)
+
+
+def window_inputs(rgb: np.ndarray, windows: list[Window]):
+    """Yield (window, uint8 input of window.shape) in plan order; each level is scaled once."""
+    height, width = rgb.shape[:2]
+    scaled: dict[float, np.ndarray] = {}
+    for win in windows:
+        if win.letterbox:
+            yield win, letterbox(rgb, win.shape[0])[0]
+            continue
+        if win.scale not in scaled:
+            scaled.clear()  # levels come in order: keep one scaled copy at a time
+            scaled[win.scale] = _resize(rgb, max(1, round(width * win.scale)), max(1, round(height * win.scale)))
+        part = scaled[win.scale][win.y0:win.y0 + win.h, win.x0:win.x0 + win.w]
+        yield win, cv2.copyMakeBorder(part, 0, win.shape[0] - win.h, 0, win.shape[1] - win.w,
+                                      cv2.BORDER_CONSTANT, value=PAD_RGB)
+
+
+def window_faces(loc, conf, landmarks, win: Window, score_threshold: float = SCORE_THRESHOLD):
+    """One window's candidates in pixels of the whole photo, tile rules applied."""
+    boxes, scores, lmk = _decode(loc, conf, landmarks, win.shape[0], win.shape[1], score_threshold)
+    if len(boxes) and win.max_face < math.inf:
+        x1, y1, x2, y2 = boxes.T
+        ok = np.minimum(x2 - x1, y2 - y1) <= win.max_face
+        left, top, right, bottom = win.inner
+        m = win.margin
+        if left:
+            ok &= x1 >= m
+        if top:
+            ok &= y1 >= m
+        if right:
+            ok &= x2 <= win.w - m
+        if bottom:
+            ok &= y2 <= win.h - m
+        boxes, scores, lmk = boxes[ok], scores[ok], lmk[ok]
+    offset = np.array([win.x0, win.y0], np.float32)
+    boxes = (boxes + np.tile(offset, 2)) / win.scale
+    lmk = (lmk + offset) / win.scale
+    return boxes, scores, lmk
+
+
+def merge(per_window, width: int, height: int, score_threshold: float = SCORE_THRESHOLD,
+          min_face_size: int = 0, max_faces: int = 0):
+    """Every window's candidates of one photo -> its faces (one NMS), largest first."""
+    parts = [p for p in per_window if len(p[0])]
+    if not parts:
+        return _empty()
+    boxes = np.concatenate([p[0] for p in parts])
+    scores = np.concatenate([p[1] for p in parts])
+    lmk = np.concatenate([p[2] for p in parts])
+    return finish(boxes, scores, lmk, width, height, score_threshold, NMS_IOU, min_face_size, max_faces)

@@ -9,14 +9,14 @@ import numpy as np
 import onnxruntime as ort
 
 from pipeline import contract as C
-from pipeline.align import face_chips
-from pipeline.decode import decode_image
-from pipeline.detect import SCORE_THRESHOLD, letterbox, postprocess
+from pipeline.analysis import collect, detector_batches, faces, open_photo
+from pipeline.detect import MIN_FACE_SIZE, SCORE_THRESHOLD
 
 
 class InProcessPipeline:
     def __init__(self, detector_onnx: Path, multitask_onnx: Path, detector_size: int = C.DETECTOR_SIZE,
-                 threads: int | None = None, score_threshold: float = SCORE_THRESHOLD):
+                 threads: int | None = None, score_threshold: float = SCORE_THRESHOLD,
+                 min_face_promise: int = MIN_FACE_SIZE, detector_batch: int = 16):
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -25,16 +25,15 @@ class InProcessPipeline:
         self.multitask = ort.InferenceSession(str(multitask_onnx), opts, providers=providers)
         self.size = detector_size
         self.score_threshold = score_threshold
+        self.promise, self.batch = min_face_promise, detector_batch
 
     def analyze(self, data: bytes, min_face_size: int = 0, max_faces: int = 0) -> dict[str, np.ndarray]:
-        rgb = decode_image(data)
-        h, w = rgb.shape[:2]
-        tensor, scale = letterbox(rgb, self.size)
-        loc, conf, lmk = self.detector.run(None, {C.DET_INPUT: tensor[None]})
-        boxes, scores, landmarks = postprocess(loc[0], conf[0], lmk[0], self.size, scale, w, h,
-                                               score_threshold=self.score_threshold,
-                                               min_face_size=min_face_size, max_faces=max_faces)
-        chips = face_chips(rgb, landmarks)
+        photo = open_photo(data, min_face_size=min_face_size, max_faces=max_faces,
+                           promise=self.promise, size=self.size)
+        for batch, owners in detector_batches([photo], self.batch):
+            collect(owners, *self.detector.run(None, {C.DET_INPUT: batch}), self.score_threshold)
+        boxes, scores, landmarks, chips = faces(photo, self.score_threshold)
+        w, h = photo.size
         if len(chips):
             emb, age, gender = self.multitask.run(None, {C.MT_INPUT: chips})
         else:

@@ -6,10 +6,15 @@ max_batch_size requests; we decode them, send ONE detector request for all of th
 multitask request (chunked to its max batch) for all their faces, so Triton's dynamic
 batching merges work across concurrent clients at both models.
 
-The geometry (letterbox, priors, NMS, alignment) lives in the `pipeline` package, copied
-next to this file by `export publish`, so the in-process reference runs the same code.
+Large photos become several detector inputs (tiles, see pipeline/detect.py). They go out as
+concurrent BLS requests of `detector_request_batch` inputs each, so Triton's dynamic batcher
+merges them with each other and with other requests' inputs up to the detector's max batch.
+
+The geometry (plan, letterbox, tiles, priors, NMS, alignment) lives in the `pipeline` package,
+copied next to this file by `export publish`, so the in-process reference runs the same code.
 """
 
+import asyncio
 import json
 import os
 import sys
@@ -21,9 +26,9 @@ import triton_python_backend_utils as pb_utils
 sys.path.insert(0, os.path.dirname(__file__))
 
 from pipeline import contract as C  # noqa: E402
-from pipeline.align import face_chips  # noqa: E402
-from pipeline.decode import ImageDecodeError, decode_image  # noqa: E402
-from pipeline.detect import SCORE_THRESHOLD, letterbox, postprocess  # noqa: E402
+from pipeline.analysis import collect, detector_batches, faces, open_photo  # noqa: E402
+from pipeline.decode import ImageDecodeError  # noqa: E402
+from pipeline.detect import MIN_FACE_SIZE, SCORE_THRESHOLD, TILE  # noqa: E402
 
 
 def _optional_int(request, name):
@@ -31,10 +36,10 @@ def _optional_int(request, name):
     return 0 if t is None else int(t.as_numpy().reshape(-1)[0])
 
 
-def _bls(model, inputs, output_names):
+async def _bls(model, inputs, output_names):
     req = pb_utils.InferenceRequest(
         model_name=model, inputs=inputs, requested_output_names=list(output_names))
-    resp = req.exec()
+    resp = await req.async_exec()
     if resp.has_error():
         raise pb_utils.TritonModelException(f"{model}: {resp.error().message()}")
     return [pb_utils.get_output_tensor_by_name(resp, n).as_numpy() for n in output_names]
@@ -53,47 +58,69 @@ class TritonPythonModel:
         self.score_threshold = float(params.get("score_threshold", SCORE_THRESHOLD))
         self.max_pixels = int(params.get("max_pixels", "40000000"))
         self.multitask_batch = int(params.get("multitask_max_batch", "32"))
+        # the documented smallest face (px of the original photo) the detection plan covers
+        self.min_face = int(params.get("min_face_size", str(MIN_FACE_SIZE)))
+        self.tile = int(params.get("tile_size", str(TILE)))
+        self.det_request_batch = int(params.get("detector_request_batch", "4"))
+        self.det_inflight = int(params.get("detector_requests_in_flight", "4"))
 
-    def execute(self, requests):
+    async def execute(self, requests):
         responses = [None] * len(requests)
-        images, jobs = [], []
+        photos, jobs = [], []
         for i, request in enumerate(requests):
             data = pb_utils.get_input_tensor_by_name(request, C.PL_IMAGE).as_numpy().reshape(-1)[0]
             try:
-                rgb = decode_image(bytes(data), max_pixels=self.max_pixels)
+                photo = open_photo(bytes(data), self.max_pixels,
+                                   min_face_size=_optional_int(request, C.PL_MIN_FACE_SIZE),
+                                   max_faces=_optional_int(request, C.PL_MAX_FACES),
+                                   promise=self.min_face, size=self.size, tile=self.tile)
             except ImageDecodeError as exc:
                 responses[i] = pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(C.INVALID_IMAGE_PREFIX + str(exc)))
                 continue
-            images.append(rgb)
-            jobs.append((i, _optional_int(request, C.PL_MIN_FACE_SIZE),
-                         _optional_int(request, C.PL_MAX_FACES)))
+            photos.append(photo)
+            jobs.append(i)
         if jobs:
             try:
-                for (i, _, _), out in zip(jobs, self._analyze(images, jobs)):
+                for i, out in zip(jobs, await self._analyze(photos)):
                     responses[i] = pb_utils.InferenceResponse(output_tensors=out)
             except pb_utils.TritonModelException as exc:
-                for i, _, _ in jobs:
+                for i in jobs:
                     responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
         return responses
 
-    def _analyze(self, images, jobs):
-        boxed = [letterbox(rgb, self.size) for rgb in images]
-        batch = np.stack([t for t, _ in boxed])
-        loc, conf, lmk = _bls(self.detector, [pb_utils.Tensor(C.DET_INPUT, batch)], C.DET_OUTPUTS)
+    async def _detect(self, photos):
+        """Every window of every photo through the detector: small concurrent requests, at most
+        `det_inflight` built and outstanding at a time (tiles of a 40 MP photo are not all held)."""
+        pending = set()
+        failure = None
 
+        async def one(batch, owners):
+            out = await _bls(self.detector, [pb_utils.Tensor(C.DET_INPUT, batch)], C.DET_OUTPUTS)
+            collect(owners, *out, self.score_threshold)
+
+        for batch, owners in detector_batches(photos, self.det_request_batch):
+            if len(pending) >= self.det_inflight:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                failure = failure or next((t.exception() for t in done if t.exception()), None)
+            pending.add(asyncio.ensure_future(one(batch, owners)))
+        if pending:
+            done, _ = await asyncio.wait(pending)
+            failure = failure or next((t.exception() for t in done if t.exception()), None)
+        if failure is not None:
+            raise failure
+
+    async def _analyze(self, photos):
+        await self._detect(photos)
         per_image, chips = [], []
-        for k, (rgb, (_, scale), (_, min_size, max_faces)) in enumerate(zip(images, boxed, jobs)):
-            h, w = rgb.shape[:2]
-            boxes, scores, landmarks = postprocess(
-                loc[k], conf[k], lmk[k], self.size, scale, w, h,
-                score_threshold=self.score_threshold, min_face_size=min_size, max_faces=max_faces)
-            crops = face_chips(rgb, landmarks)
+        for photo in photos:
+            boxes, scores, landmarks, crops = faces(photo, self.score_threshold)
+            w, h = photo.size
             per_image.append((boxes, scores, landmarks, crops, w, h))
             chips.append(crops)
 
         all_chips = np.concatenate(chips) if chips else np.zeros((0, C.CHIP_SIZE, C.CHIP_SIZE, 3), np.uint8)
-        emb, age, gender = self._multitask(all_chips)
+        emb, age, gender = await self._multitask(all_chips)
 
         outputs, start = [], 0
         for boxes, scores, landmarks, crops, w, h in per_image:
@@ -113,14 +140,13 @@ class TritonPythonModel:
             start = end
         return outputs
 
-    def _multitask(self, chips):
+    async def _multitask(self, chips):
         n = len(chips)
         if n == 0:
             return (np.zeros((0, C.EMBEDDING_DIM), np.float32), np.zeros((0, 1), np.float32),
                     np.zeros((0, 2), np.float32))
-        parts = []
-        for s in range(0, n, self.multitask_batch):
-            x = np.ascontiguousarray(chips[s:s + self.multitask_batch])
-            parts.append(_bls(self.multitask, [pb_utils.Tensor(C.MT_INPUT, x)],
-                              (C.MT_EMBEDDING, C.MT_AGE, C.MT_GENDER)))
+        parts = await asyncio.gather(*(
+            _bls(self.multitask, [pb_utils.Tensor(C.MT_INPUT, np.ascontiguousarray(chips[s:s + self.multitask_batch]))],
+                 (C.MT_EMBEDDING, C.MT_AGE, C.MT_GENDER))
+            for s in range(0, n, self.multitask_batch)))
         return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))

@@ -1,0 +1,137 @@
+"""The detection plan: which detector inputs a photo gets for the promised minimum face size,
+and how much a JPEG may be reduced while decoding. Pure geometry, no model."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import detect as D
+from pipeline.decode import decode_reduced
+
+
+def test_small_photos_keep_the_one_letterbox_pass():
+    for w, h in ((480, 320), (112, 112), (300, 480)):
+        (win,) = D.plan(w, h)
+        assert win.letterbox and win.shape == (D.DETECTOR_SIZE, D.DETECTOR_SIZE)
+        assert win.scale == pytest.approx(D.DETECTOR_SIZE / max(w, h))
+
+
+def test_a_larger_minimum_face_keeps_larger_photos_on_the_fast_path():
+    # 24 px faces need the detector at 1:1; 96 px faces in a 1920 px photo show at 24 px in 480
+    assert [w.letterbox for w in D.plan(1920, 1080, min_face=96)] == [True]
+    assert not D.plan(1920, 1080, min_face=24)[-1].letterbox
+
+
+def test_medium_photos_get_one_pass_of_their_own_shape():
+    (win,) = D.plan(640, 360)
+    assert (win.scale, win.shape, win.max_face) == (1.0, (384, 640), math.inf)
+    # large enough to hold faces bigger than the detector's range: the letterbox pass as well
+    wins = D.plan(1920, 1080)
+    assert [w.letterbox for w in wins] == [True, False] and wins[1].shape == (1088, 1920)
+
+
+def _faces_fit(windows, width, height, trials=3000, seed=0):
+    """Every face the finest level answers for lies whole inside one of its tiles, clear of the
+    tile edges that cut the photo, at the finest scale."""
+    rng = np.random.default_rng(seed)
+    finest = max(w.scale for w in windows)
+    tiles = [w for w in windows if w.scale == finest]
+    lw, lh = round(width * finest), round(height * finest)
+    for _ in range(trials):
+        size = rng.uniform(D.DETECTOR_MIN_FACE, tiles[0].max_face)
+        x, y = rng.uniform(0, lw - size), rng.uniform(0, lh - size)
+        ok = False
+        for t in tiles:
+            left, top, right, bottom = t.inner
+            x0, y0 = x - t.x0, y - t.y0
+            if ((x0 >= t.margin if left else x0 >= 0) and (y0 >= t.margin if top else y0 >= 0)
+                    and (x0 + size <= t.w - t.margin if right else x0 + size <= t.w)
+                    and (y0 + size <= t.h - t.margin if bottom else y0 + size <= t.h)):
+                ok = True
+                break
+        assert ok, (x, y, size)
+
+
+@pytest.mark.parametrize("width,height", [(4000, 3000), (7300, 5475), (3000, 4000), (2600, 1000)])
+def test_large_photos_get_a_pyramid_of_tiles_down_to_the_promised_face(width, height):
+    wins = D.plan(width, height)
+    assert wins[0].letterbox
+    tiles = wins[1:]
+    assert all(t.shape == (D.TILE, D.TILE) for t in tiles), "one shape, so the batcher can merge them"
+    assert max(t.scale for t in tiles) == 1.0  # 24 px faces at DETECTOR_MIN_FACE = 24
+    scales = sorted({t.scale for t in tiles} | {wins[0].scale})
+    assert all(b / a <= D.LEVEL_STEP + 1e-6 for a, b in zip(scales, scales[1:]))
+    for s in scales[1:]:  # each level covers its scaled photo
+        level = [t for t in tiles if t.scale == s]
+        lw, lh = round(width * s), round(height * s)
+        assert max(t.x0 + t.w for t in level) == lw and max(t.y0 + t.h for t in level) == lh
+        assert min(t.x0 for t in level) == 0 and min(t.y0 for t in level) == 0
+    _faces_fit(wins, width, height)
+
+
+def test_reduction_keeps_the_detector_inputs_at_full_quality():
+    assert D.reduction(4000, 3000, 24) == 1  # 24 px faces: the detector sees the photo at 1:1
+    assert D.reduction(4000, 3000, 48) == 2
+    assert D.reduction(4000, 3000, 96) == 4
+    assert D.reduction(4000, 3000, 400) == 8
+    assert D.reduction(800, 600, 400) == 1  # the letterbox needs 480 of the 800 px
+    assert D.reduction(1920, 1080, 200) == 4
+
+
+def test_tile_rules_drop_cut_faces_and_faces_of_a_coarser_level():
+    win = D.Window(1.0, 600, 0, 640, 640, (640, 640), max_face=60, margin=10,
+                   inner=(True, False, True, True))
+    n = len(D.priors(640, 640))
+    loc, conf, lmk = np.zeros((n, 4), np.float32), np.zeros((n, 2), np.float32), np.zeros((n, 10), np.float32)
+    pri = D.priors(640, 640)
+    # anchors: a 32 px one in the middle (kept), one touching the left edge (cut), a 128 px one (coarser level)
+    mid = np.flatnonzero((pri[:, 2] == 32) & (np.abs(pri[:, 0] - 320) < 8) & (np.abs(pri[:, 1] - 320) < 8))[0]
+    edge = np.flatnonzero((pri[:, 2] == 32) & (pri[:, 0] < 16) & (np.abs(pri[:, 1] - 320) < 8))[0]
+    big = np.flatnonzero((pri[:, 2] == 128) & (np.abs(pri[:, 0] - 320) < 16) & (np.abs(pri[:, 1] - 320) < 16))[0]
+    conf[[mid, edge, big], 1] = 0.9
+    boxes, scores, _ = D.window_faces(loc, conf, lmk, win)
+    assert len(boxes) == 1
+    assert boxes[0][0] == pytest.approx(pri[mid, 0] - 16 + 600)  # moved into photo pixels
+
+
+def test_one_nms_merges_a_face_seen_by_two_windows():
+    a = (np.array([[10, 10, 50, 50]], np.float32), np.array([0.9], np.float32), np.zeros((1, 5, 2), np.float32))
+    b = (np.array([[12, 11, 51, 52]], np.float32), np.array([0.8], np.float32), np.ones((1, 5, 2), np.float32))
+    c = (np.array([[200, 10, 260, 70]], np.float32), np.array([0.7], np.float32), np.ones((1, 5, 2), np.float32))
+    boxes, scores, _ = D.merge([a, b, c], 400, 300, max_faces=0)
+    assert len(boxes) == 2 and scores.tolist() == pytest.approx([0.7, 0.9])  # largest first
+    boxes, _, _ = D.merge([a, b, c], 400, 300, max_faces=1)
+    assert boxes.tolist() == [[200, 10, 260, 70]]  # the cap keeps the largest
+
+
+def _jpeg(w, h, orientation=None):
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[:, : w // 4] = (255, 0, 0)
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    Image.fromarray(rgb).save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def test_jpeg_is_decoded_reduced_in_the_dct_domain_with_its_orientation():
+    full, fx, fy = decode_reduced(_jpeg(1001, 600))
+    assert full.shape == (600, 1001, 3) and (fx, fy) == (1.0, 1.0)
+    half, fx, fy = decode_reduced(_jpeg(1001, 600), reduction=lambda w, h: 2)
+    assert half.shape == (300, 501, 3) and (fx, fy) == pytest.approx((1001 / 501, 2.0))
+    # EXIF orientation 6 (rotate 90): upright 600 x 1001, the factors follow the upright axes
+    rot, fx, fy = decode_reduced(_jpeg(1001, 600, orientation=6), reduction=lambda w, h: 4)
+    assert rot.shape == (251, 150, 3) and (fx, fy) == pytest.approx((600 / 150, 1001 / 251))
+
+
+def test_formats_without_a_cheaper_path_come_at_full_size():
+    buf = io.BytesIO()
+    Image.new("RGB", (900, 500)).save(buf, "PNG")
+    rgb, fx, fy = decode_reduced(buf.getvalue(), reduction=lambda w, h: 4)
+    assert rgb.shape == (500, 900, 3) and (fx, fy) == (1.0, 1.0)
