@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= ../shared/data
 
-.PHONY: setup run test triton models publish loadtest bench eval stop clean help
+.PHONY: setup run test triton models publish loadtest bench eval stop clean help chromium
 
 help:
 	@echo "make run      set everything up, start Triton + the API on 127.0.0.1:8000"
@@ -33,7 +33,15 @@ models: $(STAMP)
 publish: models
 	$(PY) -m export publish --no-load
 
-setup: publish
+# the browser test of the web console drives Debian's chromium through its chromedriver
+chromium:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; \
+	  else echo "install Debian's chromium and chromium-driver (as root) for tests/integration/test_console.py"; fi; \
+	fi
+
+setup: publish chromium
 
 triton: setup
 	$(PY) -m tools.triton_local run

@@ -10,6 +10,7 @@ import time
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
 
 from api import errors, metrics
 from api.auth import Buckets, require_api_key
@@ -19,7 +20,7 @@ from api.inference import InferenceClient
 from api.repository import Repository, utcnow
 from api.routes import analyze, health, persons, register, stats
 from api.routes.common import Services
-from api.settings import Settings, get_settings
+from api.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger("api")
 
@@ -126,6 +127,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = [Depends(require_api_key)]
     for module in (analyze, register, stats, health, persons):
         app.include_router(module.router, dependencies=protected)
+
+    # the web console: static files only; it sends the API key itself (see api/ui/app.js)
+    app.mount("/ui", StaticFiles(directory=PROJECT_ROOT / "api" / "ui", html=True), name="ui")
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics(request: Request):

@@ -83,3 +83,8 @@ def triton(model_stack, tmp_path_factory):
 def triton_settings(model_stack, triton) -> Settings:
     settings, _, repo = model_stack
     return make_settings(settings.paths.data_dir, repo, triton)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--ui-screenshots", metavar="DIR", default=None,
+                     help="where the browser test saves its screenshots (docs/ui to refresh the README's)")
