@@ -19,11 +19,20 @@ from tqdm import tqdm
 
 from api.inference import Analysis, InferenceClient
 from api.matching import Gallery
-from api.settings import Settings
+from api.settings import PROJECT_ROOT, Settings
 from export import metrics
 
 LOWER_IS_BETTER = {"age_mae", "false_detections_per_no_face_image", "wrong_person_rate",
-                   "known_reported_unknown_rate", "missed_face_images"}
+                   "known_reported_unknown_rate", "missed_face_images", "gender_ece", "gender_ece_clean",
+                   "detection_ece"}
+# Labels of our own for faces of ../shared/data (path relative to it, box, gender), by eye:
+# 23 adults, and 4 children whose gender is clear (children are where gender models fail).
+GENDER_BY_EYE = (PROJECT_ROOT / "tests" / "data" / "gender_by_eye.csv",
+                 PROJECT_ROOT / "tests" / "data" / "gender_by_eye_children.csv")
+# Conditions the calibration faces are also seen under: every labelled face is clean and
+# well lit, and 36 faces with 2 errors cannot show how confidence behaves when the model is
+# unsure. Held-out photos are smaller, blurrier, darker, more compressed.
+CONDITIONS = ("clean", "small", "blur", "jpeg", "gray", "dark")
 GATED = ("verification_accuracy", "verification_accuracy_at_threshold", "gender_accuracy",
          "detection_recall", "age_mae", "wrong_person_rate")
 
@@ -112,19 +121,116 @@ async def detection(run: Runner, data: Path, limit: int | None) -> dict:
     paths = sorted(truth)[:limit] if limit else sorted(truth)
     got = await run.analyze_all([root / p for p in paths], "detection")
     tp = n_true = n_found = missed_images = 0
+    scores, true_face = [], []  # every reported detection: its confidence, and whether it is a face
     for p in paths:
-        found = [f.box.tolist() for f in got[root / p].faces]
-        tp += metrics.match_boxes(truth[p], found)
+        faces = got[root / p].faces
+        found = [f.box.tolist() for f in faces]
+        hits = metrics.matched_detections(truth[p], found)
+        tp += len(hits)
         n_true += len(truth[p])
         n_found += len(found)
         missed_images += bool(truth[p]) and not found
+        scores += [f.score for f in faces]
+        true_face += [j in hits for j in range(len(faces))]
     nf_root = data / "no_face"
     nf_paths = [nf_root / r["path"] for r in _rows(nf_root / "no_face.csv", limit)]
     nf = await run.analyze_all(nf_paths, "no-face")
     false_dets = sum(len(a.faces) for a in nf.values())
-    return {"detection_recall": tp / max(n_true, 1), "detection_precision": tp / max(n_found, 1),
+    for a in nf.values():
+        scores += [f.score for f in a.faces]
+        true_face += [False] * len(a.faces)
+    # the detector's confidence read as P(a true face); judged on what we report (>= threshold)
+    sc, tf = np.array(scores), np.array(true_face, bool)
+    return {"detection_ece": metrics.ece(sc, tf) if len(sc) else None,
+            "detection_mean_confidence": float(sc.mean()) if len(sc) else None,
+            "detection_reliability": metrics.reliability(sc, tf) if len(sc) else [],
+            "detection_recall": tp / max(n_true, 1), "detection_precision": tp / max(n_found, 1),
             "detection_faces": n_true, "false_detections_per_no_face_image": false_dets / max(len(nf_paths), 1),
             "no_face_images": len(nf_paths), "missed_face_images": missed_images}
+
+
+def degrade(bgr: np.ndarray, condition: str) -> np.ndarray:
+    """A labelled photo as a harder camera would have taken it (`CONDITIONS`)."""
+    import cv2
+
+    if condition == "small":  # a third of the size: faces of 20-60 px, as in group photos
+        h, w = bgr.shape[:2]
+        return cv2.resize(bgr, (max(w // 3, 1), max(h // 3, 1)), interpolation=cv2.INTER_AREA)
+    if condition == "blur":
+        return cv2.GaussianBlur(bgr, (0, 0), 2.5)
+    if condition == "jpeg":
+        return cv2.imdecode(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 15])[1], cv2.IMREAD_COLOR)
+    if condition == "gray":
+        return cv2.cvtColor(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    if condition == "dark":
+        return (bgr.astype(np.float32) * 0.35).astype(np.uint8)
+    return bgr
+
+
+def gender_faces(data: Path, limit: int | None = None) -> list[tuple[Path, tuple | None, str]]:
+    """(photo, box or None for the largest face, gender) of every face with a gender label."""
+    faces = [(data / "age_gender" / r["path"], None, r["gender"])
+             for r in _rows(data / "age_gender" / "labels.csv", limit)]
+    for labels in GENDER_BY_EYE:
+        for r in _rows(labels, limit):
+            x, y, w, h = (float(r[k]) for k in ("x", "y", "width", "height"))
+            faces.append((data / r["path"], (x, y, x + w, y + h), r["gender"]))
+    return faces
+
+
+async def gender_calibration(run: Runner, data: Path, work: Path, limit: int | None = None,
+                             conditions: tuple[str, ...] = CONDITIONS) -> tuple[dict, dict]:
+    """How far gender_confidence can be trusted: every labelled face under each condition,
+    the served P(male) against the label. Reports ECE and a reliability table, the temperature
+    (logit scale) that fits best, and its out-of-sample effect by grouped cross-validation."""
+    import cv2
+
+    faces = gender_faces(data, limit)
+    work.mkdir(parents=True, exist_ok=True)
+    photos: dict[tuple[Path, str], tuple[Path, float]] = {}
+    for src in dict.fromkeys(f[0] for f in faces):
+        bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
+        for c in conditions:
+            img = degrade(bgr, c)
+            dst = work / f"{src.stem}.{c}.png"
+            cv2.imwrite(str(dst), img)
+            photos[src, c] = (dst, img.shape[0] / bgr.shape[0])
+    got = await run.analyze_all([v[0] for v in photos.values()], "calibration")
+    p_male, is_male, group, cond = [], [], [], []
+    for k, (src, box, gender) in enumerate(faces):
+        for c in conditions:
+            path, scale = photos[src, c]
+            found = got[path].faces
+            if not found:
+                continue
+            boxes = [f.box / scale for f in found]
+            if box is None:
+                j = int(np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]))
+            else:
+                j = int(np.argmax([metrics.iou(box, b) for b in boxes]))
+                if metrics.iou(box, boxes[j]) < 0.3:
+                    continue  # this face was not found under this condition
+            p_male.append(found[j].p_male)
+            is_male.append(gender == "male")
+            group.append(k)
+            cond.append(c)
+    p, y, g, cond = np.array(p_male), np.array(is_male, bool), np.array(group), np.array(cond)
+    clean = cond == "clean"
+    cv = metrics.cv_logit_scale(p, y, g)
+    out = {"gender_calibration_faces": len(faces), "gender_calibration_samples": len(p),
+           "gender_calibration_accuracy": float(((p >= 0.5) == y).mean()),
+           "gender_calibration_accuracy_clean": float(((p[clean] >= 0.5) == y[clean]).mean()),
+           "gender_mean_confidence": float(np.maximum(p, 1 - p).mean()),
+           "gender_ece": metrics.ece(p, y), "gender_ece_clean": metrics.ece(p[clean], y[clean]),
+           "gender_nll": metrics.nll(p, y),
+           # what a further temperature would do: fitted on everything, and out of sample
+           "gender_logit_scale_fit": metrics.fit_logit_scale(p, y),
+           "gender_ece_cv_rescaled": cv["ece"], "gender_nll_cv_rescaled": cv["nll"],
+           "gender_logit_scale_cv_folds": cv["scales"],
+           "gender_reliability": metrics.reliability(p, y),
+           "gender_ece_by_condition": {c: round(metrics.ece(p[cond == c], y[cond == c]), 4)
+                                       for c in conditions if (cond == c).any()}}
+    return out, {"p": p, "y": y}
 
 
 async def identification(run: Runner, data: Path, threshold: float, limit: int | None) -> dict:
@@ -188,7 +294,16 @@ async def identification(run: Runner, data: Path, threshold: float, limit: int |
             "identification_threshold": threshold}
 
 
-def plots(out: Path, ver: dict, age_errors: list[float]) -> list[str]:
+def reliability_plot(ax, table: list[dict], label: str) -> None:
+    pts = [(b["confidence"], b["accuracy"], b["count"]) for b in table if b["count"]]
+    if pts:
+        x, y, n = zip(*pts)
+        ax.plot(x, y, "o-", label=label)
+        for xi, yi, ni in pts:
+            ax.annotate(str(ni), (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7)
+
+
+def plots(out: Path, ver: dict, age_errors: list[float], calibration: dict | None = None) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,6 +324,17 @@ def plots(out: Path, ver: dict, age_errors: list[float]) -> list[str]:
     ax.set_title("Age error")
     fig.savefig(out / "age_error.png", dpi=100)
     files.append(str(out / "age_error.png"))
+    if calibration:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot([0.5, 1], [0.5, 1], "k:", label="perfectly calibrated")
+        for name, (table, value) in calibration.items():
+            reliability_plot(ax, table, f"{name} (ECE {value:.3f})")
+        ax.set_xlabel("confidence (of the reported class)")
+        ax.set_ylabel("accuracy")
+        ax.set_title("Reliability (numbers: faces per bin)")
+        ax.legend(fontsize=8)
+        fig.savefig(out / "reliability.png", dpi=100)
+        files.append(str(out / "reliability.png"))
     plt.close("all")
     return files
 
@@ -221,13 +347,17 @@ async def evaluate(settings: Settings, data: Path, out: Path, limit: int | None 
         ag, age_errors = await age_gender(run, data, limit)
         det = await detection(run, data, limit)
         ident = await identification(run, data, settings.matching.threshold, limit)
+        cal, _ = await gender_calibration(run, data, out / "calibration_photos", limit)
         models = await client.model_status()
     finally:
         await client.close()
-    result = {**ver, **ag, **det, **ident, "data": str(data), "limit": limit,
+    result = {**ver, **ag, **det, **ident, **cal, "data": str(data), "limit": limit,
               "models": {k: v.get("mlflow_version") for k, v in models.items()}}
     out.mkdir(parents=True, exist_ok=True)
-    result["plots"] = plots(out, ver_raw, age_errors)
+    curves = {"gender_confidence": (cal["gender_reliability"], cal["gender_ece"])}
+    if det["detection_reliability"]:
+        curves["detection confidence"] = (det["detection_reliability"], det["detection_ece"])
+    result["plots"] = plots(out, ver_raw, age_errors, curves)
     (out / "evaluation.json").write_text(json.dumps(result, indent=2))
     return result
 

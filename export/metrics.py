@@ -13,18 +13,22 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def match_boxes(truth: list, found: list, threshold: float = 0.5) -> int:
-    """Greedy one-to-one matching by IoU: the number of true boxes found."""
+def matched_detections(truth: list, found: list, threshold: float = 0.5) -> set[int]:
+    """Greedy one-to-one matching by IoU: the indices of the found boxes that match a true one."""
     pairs = sorted(((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)), reverse=True)
-    used_t, used_f, hits = set(), set(), 0
+    used_t, used_f = set(), set()
     for v, i, j in pairs:
         if v < threshold:
             break
         if i not in used_t and j not in used_f:
             used_t.add(i)
             used_f.add(j)
-            hits += 1
-    return hits
+    return used_f
+
+
+def match_boxes(truth: list, found: list, threshold: float = 0.5) -> int:
+    """The number of true boxes found (greedy one-to-one matching by IoU)."""
+    return len(matched_detections(truth, found, threshold))
 
 
 def accuracy_at(scores: np.ndarray, same: np.ndarray, threshold: float) -> float:
@@ -71,3 +75,71 @@ def roc_curve(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndar
     tpr = np.array([np.mean(scores[same] >= t) for t in ths])
     fpr = np.array([np.mean(scores[~same] >= t) for t in ths])
     return np.concatenate([[0], fpr, [1]]), np.concatenate([[0], tpr, [1]])
+
+
+# -- calibration of a binary probability -----------------------------------------------------
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+def reliability(p: np.ndarray, y: np.ndarray, bins: int = 5) -> list[dict]:
+    """Reliability table of P(y) = p: the confidence of the predicted class (max(p, 1 - p), so
+    0.5..1) in equal-width bins, with each bin's mean confidence, accuracy and count."""
+    p, y = np.asarray(p, np.float64), np.asarray(y, bool)
+    conf, correct = np.maximum(p, 1 - p), (p >= 0.5) == y
+    idx = np.minimum(((conf - 0.5) / 0.5 * bins).astype(int), bins - 1)
+    return [{"low": 0.5 + b * 0.5 / bins, "high": 0.5 + (b + 1) * 0.5 / bins, "count": int((idx == b).sum()),
+             "confidence": float(conf[idx == b].mean()) if (idx == b).any() else None,
+             "accuracy": float(correct[idx == b].mean()) if (idx == b).any() else None}
+            for b in range(bins)]
+
+
+def ece(p: np.ndarray, y: np.ndarray, bins: int = 5) -> float:
+    """Expected calibration error: |confidence - accuracy| per bin, weighted by the bin's share.
+    Few bins because the labelled sets are small (an empty or 2-face bin is noise)."""
+    n = len(p)
+    return float(sum(b["count"] / n * abs(b["confidence"] - b["accuracy"])
+                     for b in reliability(p, y, bins) if b["count"])) if n else 0.0
+
+
+def nll(p: np.ndarray, y: np.ndarray) -> float:
+    p, y = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7), np.asarray(y, bool)
+    return float(-np.mean(np.where(y, np.log(p), np.log1p(-p))))
+
+
+def fit_logit_scale(p: np.ndarray, y: np.ndarray) -> float:
+    """Temperature scaling of a binary probability: the factor s (= 1/T) on its logit that
+    minimises the negative log-likelihood; s < 1 softens, s > 1 sharpens. The decision
+    (p >= 0.5) never changes, so neither does accuracy."""
+    z, y = _logit(p), np.asarray(y, bool)
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20), 600))
+    losses = [nll(_sigmoid(z * s), y) for s in grid]
+    return float(grid[int(np.argmin(losses))])
+
+
+def scale_logit(p: np.ndarray, s: float) -> np.ndarray:
+    return _sigmoid(_logit(p) * s)
+
+
+def cv_logit_scale(p: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 6) -> dict:
+    """Out-of-sample effect of temperature scaling: for each fold of groups (a face and its
+    degraded copies are one group, so a face never calibrates itself), fit on the others and
+    calibrate the held-out fold; the ECE and NLL of the calibrated held-out probabilities."""
+    p, y, groups = np.asarray(p, np.float64), np.asarray(y, bool), np.asarray(groups)
+    ids = np.unique(groups)
+    fold_of = {g: k % folds for k, g in enumerate(np.random.default_rng(0).permutation(ids))}
+    fold = np.array([fold_of[g] for g in groups])
+    out, scales = np.zeros_like(p), []
+    for k in range(folds):
+        test = fold == k
+        if not test.any() or test.all():
+            continue
+        s = fit_logit_scale(p[~test], y[~test])
+        scales.append(s)
+        out[test] = scale_logit(p[test], s)
+    return {"ece": ece(out, y), "nll": nll(out, y), "scales": [round(s, 3) for s in scales]}

@@ -25,6 +25,13 @@ def test_harness_reaches_the_figures_of_a_working_pipeline(triton_settings, shar
     assert r["wrong_person_rate"] == 0 and r["correct_known_rate"] >= 0.9
     assert r["unknown_id_stability"] == 1.0
     assert (tmp_path / "evaluation.json").exists() and (tmp_path / "roc.png").exists()
+    # calibration: every labelled face under six conditions, ECE and a reliability plot
+    assert r["gender_calibration_faces"] == 36 and r["gender_calibration_samples"] > 150
+    assert 0 <= r["gender_ece"] < 0.5 and 0 <= r["detection_ece"] < 0.5
+    assert sum(b["count"] for b in r["gender_reliability"]) == r["gender_calibration_samples"]
+    # the served model is calibrated at conversion: no further temperature would help much
+    assert 0.7 < r["gender_logit_scale_fit"] < 1.4
+    assert (tmp_path / "reliability.png").exists()
 
 
 def test_promotion_gate_refuses_a_worse_version_unless_forced(model_stack, built_models, tmp_path, capsys):

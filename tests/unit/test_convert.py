@@ -92,3 +92,19 @@ def test_subnormal_weights_are_flushed_without_changing_outputs(built_models, fi
     assert np.abs(outs[0] - outs[1]).max() < 1e-6
     for name in (C.DETECTOR, C.MULTITASK):
         assert subnormals(onnx.load(str(built_models[name]))) == 0
+
+
+def test_gender_is_temperature_scaled_without_changing_a_decision(built_models, chips):
+    """The served P(male) is sigmoid(GENDER_LOGIT_SCALE * logit(face-api's mirror-averaged P))."""
+    import onnx
+
+    from export import metrics
+
+    model = onnx.load(str(built_models[C.MULTITASK]))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("gender_raw", onnx.TensorProto.FLOAT, None))
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    gender, raw = s.run([C.MT_GENDER, "gender_raw"], {C.MT_INPUT: chips})
+    assert convert.GENDER_LOGIT_SCALE != 1
+    assert np.allclose(gender[:, 1], metrics.scale_logit(raw[:, 1], convert.GENDER_LOGIT_SCALE), atol=1e-5)
+    assert np.allclose(gender.sum(1), 1, atol=1e-5)
+    assert np.array_equal(gender.argmax(1), raw.argmax(1))

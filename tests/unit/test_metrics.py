@@ -25,3 +25,30 @@ def test_verification_protocol_on_separable_and_overlapping_scores():
     assert t["far_resolution"] == 1 / 50 and abs(t["tar"] - 49 / 50) < 1e-9
     fpr, tpr = metrics.roc_curve(scores, same)
     assert fpr[0] == 0 and tpr[-1] == 1 and np.all(np.diff(fpr) >= 0)
+
+
+def test_calibration_error_on_known_inputs():
+
+    y = np.array([True] * 10)
+    # 10 faces at P(male) 0.6, all male: confidence 0.6, accuracy 1.0 -> ECE 0.4
+    assert abs(metrics.ece(np.full(10, 0.6), y) - 0.4) < 1e-9
+    # female answers count by their own confidence: P(male) 0.2 is 0.8 sure of "female"
+    p = np.array([0.8] * 8 + [0.2] * 2)
+    table = metrics.reliability(p, y)
+    assert [b["count"] for b in table] == [0, 0, 0, 10, 0] and abs(table[3]["accuracy"] - 0.8) < 1e-9
+    assert metrics.ece(p, y) < 1e-9  # 80% right at 0.8: calibrated
+
+
+def test_temperature_fit_recovers_a_known_scale_and_keeps_decisions():
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 3, 4000)
+    y = rng.random(4000) < 1 / (1 + np.exp(-z))  # labels drawn from the true probabilities
+    under = 1 / (1 + np.exp(-z / 2))  # an under-confident model: logits halved
+    s = metrics.fit_logit_scale(under, y)
+    assert 1.8 < s < 2.2
+    fixed = metrics.scale_logit(under, s)
+    assert np.array_equal(fixed >= 0.5, under >= 0.5)
+    assert metrics.ece(fixed, y) < metrics.ece(under, y)
+    cv = metrics.cv_logit_scale(under, y, np.arange(4000) // 10)
+    assert cv["ece"] < metrics.ece(under, y) and len(cv["scales"]) == 6
