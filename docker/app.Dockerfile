@@ -1,6 +1,7 @@
 # Face Analytics application image: two targets from one build.
 #   api    -> `uvicorn api.main:app` (service face-api)
 #   export -> `python -m export ...` (one-shot service export)
+#   loadtest -> `locust` with face_analytics_client (service locust, profile loadtest)
 # Multi-stage: wheels are built with compilers in the builder; the final images have none.
 ARG PYTHON=python:3.11-slim-bookworm
 
@@ -14,6 +15,7 @@ COPY export ./export
 COPY pipeline ./pipeline
 COPY tools ./tools
 COPY loadtests ./loadtests
+COPY face_analytics_client ./face_analytics_client
 COPY db ./db
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
@@ -41,3 +43,9 @@ COPY --chown=app:app triton_models ./triton_models
 USER app
 ENTRYPOINT ["python", "-m", "export"]
 CMD ["--help"]
+
+FROM runtime AS loadtest
+RUN pip install locust==2.47.0
+COPY --chown=app:app loadtests ./loadtests
+USER app
+ENTRYPOINT ["locust"]

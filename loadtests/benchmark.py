@@ -153,14 +153,12 @@ async def run_triton(grpc_url: str, datas: list[bytes], concurrencies, seconds: 
 
 
 async def run_api(base_url: str, datas: list[bytes], concurrencies, seconds: float) -> dict:
-    import httpx
+    from face_analytics_client import NO_RETRY, AsyncFaceAnalyticsClient
 
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+    # no retries: a 429/503 is an error of the measured run, not something to hide
+    async with AsyncFaceAnalyticsClient(base_url, timeout=60, retry=NO_RETRY, max_connections=64) as client:
         async def call(data: bytes) -> int:
-            r = await client.post("/analyze", files={"file": ("photo", data, "application/octet-stream")})
-            r.raise_for_status()
-            return len(r.json()["faces"])
+            return len((await client.analyze(data)).faces)
 
         return {f"c{c}": await _closed_loop(call, datas, c, seconds) for c in concurrencies}
 

@@ -1,8 +1,9 @@
-"""Realistic traffic against a running Face Analytics API.
+"""Realistic traffic against a running Face Analytics API, sent through face_analytics_client.
 
 Mostly /analyze with real photos holding 0..N faces, some /register, /stats and /health.
-Responses are checked for their contract, not only their status code. Options (CLI,
-locust.conf or LOCUST_* environment): --photos DIR (default ../shared/data), --api-key KEY.
+The client's typed results check the contract (a missing field fails the request), and its
+retries are off: a 429 or 503 is counted as a failure, not hidden. Options (CLI, locust.conf
+or LOCUST_* environment): --photos DIR (default ../shared/data), --api-key KEY.
 
     make loadtest                       # headless, bounded, CSV + PNG in loadtests/results/
     locust -f loadtests/locustfile.py   # web UI on :8089
@@ -12,14 +13,19 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from pathlib import Path
 
-from locust import HttpUser, between, events, task
+from locust import User, between, events, task
 
-IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
-               ".webp": "image/webp", ".bmp": "image/bmp"}
-FACE_KEYS = {"bbox", "confidence", "age", "gender", "gender_confidence", "identity", "person_id"}
-PHOTOS: list[tuple[str, bytes, str]] = []
+from face_analytics_client import NO_RETRY, ApiError, FaceAnalyticsClient
+
+IMAGE_TYPES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+PHOTOS: list[tuple[str, bytes]] = []
+
+
+class ContractError(Exception):
+    """The answer arrived but breaks the API contract."""
 
 
 @events.init_command_line_parser.add_listener
@@ -35,63 +41,63 @@ def _load_photos(environment, **_):
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_TYPES)
     if not files:
         raise SystemExit(f"no photos under {root}")
-    PHOTOS[:] = [(p.name, p.read_bytes(), IMAGE_TYPES[p.suffix.lower()]) for p in files]
+    PHOTOS[:] = [(p.name, p.read_bytes()) for p in files]
 
 
-class FaceAnalyticsUser(HttpUser):
+class FaceAnalyticsUser(User):
     wait_time = between(0.0, 0.2)
     _names = itertools.count()
 
     def on_start(self):
-        key = self.environment.parsed_options.api_key
-        if key:
-            self.client.headers["X-API-Key"] = key
+        key = self.environment.parsed_options.api_key or None
+        self.fa = FaceAnalyticsClient(self.host, api_key=key, retry=NO_RETRY, timeout=60)
 
-    def _photo(self):
-        return random.choice(PHOTOS)
+    def on_stop(self):
+        self.fa.close()
+
+    def _measure(self, method: str, name: str, call, accept=lambda exc: False):
+        """Time one client call and report it to locust's statistics."""
+        started, exc = time.perf_counter(), None
+        try:
+            call()
+        except ApiError as e:
+            exc = None if accept(e) else e
+        except Exception as e:  # noqa: BLE001 - contract and transport failures are failures
+            exc = e
+        self.environment.events.request.fire(request_type=method, name=name, context={},
+                                             response_time=(time.perf_counter() - started) * 1000,
+                                             response_length=0, exception=exc)
 
     @task(20)
     def analyze(self):
-        name, data, ctype = self._photo()
-        with self.client.post("/analyze", files={"file": (name, data, ctype)},
-                              name="/analyze", catch_response=True) as r:
-            if r.status_code != 200:
-                return r.failure(f"status {r.status_code}")
-            body = r.json()
-            if body.get("success") is not True or not isinstance(body.get("faces"), list):
-                return r.failure("not a success with a faces list")
-            for face in body["faces"]:
-                if not FACE_KEYS <= face.keys():
-                    return r.failure(f"face misses {sorted(FACE_KEYS - face.keys())}")
-                if face["identity"] not in ("known", "unknown") or face["gender"] not in ("male", "female"):
-                    return r.failure("identity/gender outside the contract")
-            r.success()
+        _, data = random.choice(PHOTOS)
+
+        def call():
+            for face in self.fa.analyze(data).faces:
+                if face.identity not in ("known", "unknown") or face.gender not in ("male", "female"):
+                    raise ContractError("identity/gender outside the contract")
+
+        self._measure("POST", "/analyze", call)
 
     @task(1)
     def register(self):
-        name, data, ctype = self._photo()
-        person = f"Load Test {next(self._names)}"
-        with self.client.post("/register", files={"file": (name, data, ctype)},
-                              data={"person_name": person}, name="/register",
-                              catch_response=True) as r:
-            # photos with 0 or several faces are refused by contract: 400 is a correct answer
-            if r.status_code == 400 and r.json().get("success") is False:
-                return r.success()
-            if r.status_code != 200 or not r.json().get("person_id", "").startswith("known_"):
-                return r.failure(f"status {r.status_code}")
-            r.success()
+        _, data = random.choice(PHOTOS)
+
+        def call():
+            if not self.fa.register(data, f"Load Test {next(self._names)}").person_id.startswith("known_"):
+                raise ContractError("person_id is not a known_ id")
+
+        # photos with 0 or several faces are refused by contract: 400 is a correct answer
+        self._measure("POST", "/register", call, accept=lambda e: e.status == 400)
 
     @task(2)
     def stats(self):
-        with self.client.get("/stats", catch_response=True) as r:
-            body = r.json() if r.status_code == 200 else {}
-            if "known_faces" not in body or "top_unknown_faces" not in body:
-                return r.failure(f"status {r.status_code} or missing fields")
-            r.success()
+        self._measure("GET", "/stats", self.fa.stats)
 
     @task(1)
     def health(self):
-        with self.client.get("/health", catch_response=True) as r:
-            if r.status_code != 200 or r.json().get("status") != "healthy":
-                return r.failure(f"status {r.status_code}")
-            r.success()
+        def call():
+            if not self.fa.health().healthy:
+                raise ContractError("not healthy")
+
+        self._measure("GET", "/health", call)
