@@ -40,7 +40,7 @@ def format_analysis(a: Analysis, source: str = "") -> str:
     rows = []
     for i, f in enumerate(a.faces, 1):
         b = f.bbox
-        row = [i, f.person_name or f.identity, f.person_id, f"{f.age:.0f}",
+        row = [i, f.person_name or f.identity or "-", f.person_id or "-", f"{f.age:.0f}",
                f"{f.gender} {f.gender_confidence:.0%}",
                "new" if f.similarity is None else f"{f.similarity:.3f}", f"{f.confidence:.2f}",
                f"{b.x},{b.y},{b.width},{b.height}"]
@@ -76,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", type=Path, help="photos to analyse")
     p.add_argument("--register", metavar="NAME", help="register the (single) face of the photo under NAME first")
     p.add_argument("--largest-face", action="store_true", help="with --register: take the largest of several faces")
+    p.add_argument("--mode", choices=("track", "search", "detect"),
+                   help="/analyze mode: track (the server's default) remembers faces; search and detect write nothing")
     p.add_argument("--stats", action="store_true", help="print /stats")
     p.add_argument("--health", action="store_true", help="print /health; exit 1 unless healthy")
     p.add_argument("--url", default=DEFAULT_URL, help=f"API base URL (default {DEFAULT_URL})")
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace, out=None) -> int:
             extra = f"; took over the history of {r.promoted_unknown_id}" if r.promoted_unknown_id else ""
             print(f"{r.message}: {r.person_id} ({r.samples} sample(s){extra})", file=out)
         for image in args.images:
-            print(format_analysis(fa.analyze(image), str(image)), file=out)
+            print(format_analysis(fa.analyze(image, args.mode), str(image)), file=out)
         if args.stats:
             print(format_stats(fa.stats()), file=out)
     return code

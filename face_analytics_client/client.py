@@ -26,7 +26,8 @@ import httpx
 
 from face_analytics_client.errors import ApiError, ConnectionFailed
 from face_analytics_client.models import (
-    Analysis, Changed, DetectionSeries, Health, Person, PersonsPage, Registration, Stats,
+    Analysis, Changed, DetectionSeries, Health, Merged, Person, PersonsPage, Registration, SampleDeleted,
+    SamplesPage, SightingsPage, Stats, Verification,
 )
 
 T = TypeVar("T")
@@ -107,8 +108,11 @@ class _Endpoints:
         return self._run(_Call("POST", "/analyze", _model(Analysis), params=_params(mode=mode),
                                files={"file": _image(image)}))
 
-    def register(self, image: Image, name: str, largest_face: bool = False) -> Registration:
+    def register(self, image: Image, name: str, largest_face: bool = False, force: bool = False) -> Registration:
+        """``force``: add the sample even when the face does not match the person of that name."""
         data = {"person_name": name, "largest_face": str(largest_face).lower()}
+        if force:
+            data["force"] = "true"
         return self._run(_Call("POST", "/register", _model(Registration), data=data,
                                files={"file": _image(image)}))
 
@@ -140,8 +144,30 @@ class _Endpoints:
         """Rename a known person, or name an unknown one (it becomes known): returns the known id."""
         return self._run(_Call("PATCH", f"/persons/{person_id}", _model(Changed), json={"person_name": name}))
 
-    def merge(self, person_id: str, into: str) -> dict:
-        return self._run(_Call("POST", f"/persons/{person_id}/merge", lambda r: r.json(), json={"into": into}))
+    def merge(self, person_id: str, into: str) -> Merged:
+        """Samples, sightings and counts move; ``.person_id`` of the answer is the one that remains."""
+        return self._run(_Call("POST", f"/persons/{person_id}/merge", _model(Merged), json={"into": into}))
+
+    def samples(self, person_id: str) -> SamplesPage:
+        return self._run(_Call("GET", f"/persons/{person_id}/samples", _model(SamplesPage)))
+
+    def sample_crop(self, person_id: str, sample_id: int) -> bytes:
+        return self._run(_Call("GET", f"/persons/{person_id}/samples/{sample_id}/crop", lambda r: r.content))
+
+    def delete_sample(self, person_id: str, sample_id: int) -> SampleDeleted:
+        return self._run(_Call("DELETE", f"/persons/{person_id}/samples/{sample_id}", _model(SampleDeleted)))
+
+    def sightings(self, person_id: str, limit: int = 50, offset: int = 0) -> SightingsPage:
+        """A person's detections, newest first."""
+        return self._run(_Call("GET", f"/persons/{person_id}/sightings", _model(SightingsPage),
+                               params={"limit": limit, "offset": offset}))
+
+    def verify(self, image: Image, other: Image | None = None, person_id: str | None = None,
+               largest_face: bool = True) -> Verification:
+        """Is the face of ``image`` the same person as the face of ``other``, or as ``person_id``?"""
+        files = {"file1": _image(image)} | ({"file2": _image(other)} if other is not None else {})
+        data = {"largest_face": str(largest_face).lower()} | ({"person_id": person_id} if person_id else {})
+        return self._run(_Call("POST", "/verify", _model(Verification), data=data, files=files))
 
     def delete_person(self, person_id: str) -> Changed:
         return self._run(_Call("DELETE", f"/persons/{person_id}", _model(Changed)))

@@ -28,16 +28,16 @@ class Face(_Model):
     age: float
     gender: str
     gender_confidence: float
-    identity: str
-    person_id: str
+    identity: str | None = None  # null with mode=detect
+    person_id: str | None = None  # null with mode=detect, and with mode=search when nobody matches
     person_name: str | None = None
     similarity: float | None = None
     quality: float | None = None
 
     @property
     def label(self) -> str:
-        """The name of a known person, else the person id."""
-        return self.person_name or self.person_id
+        """The name of a known person, else the person id (or "-" for nobody)."""
+        return self.person_name or self.person_id or "-"
 
 
 class Analysis(_Model):
@@ -53,6 +53,7 @@ class Registration(_Model):
     person_id: str
     samples: int = 1
     promoted_unknown_id: str | None = None
+    similarity: float | None = None
 
 
 class TopUnknown(_Model):
@@ -113,3 +114,67 @@ class Changed(_Model):
     success: bool = True
     message: str
     person_id: str
+
+
+class Merged(_Model):
+    success: bool = True
+    message: str
+    person_id: str  # the person that remains (a known person survives whichever side it was on)
+    merged_id: str  # the person that no longer exists
+    identity: str
+
+
+class Sample(_Model):
+    sample_id: int
+    created_at: datetime | None = None
+    model_version: str | None = None
+    has_crop: bool = False
+
+
+class SamplesPage(_Model):
+    person_id: str
+    samples: list[Sample]
+
+
+class SampleDeleted(_Model):
+    success: bool = True
+    message: str
+    person_id: str
+    samples: int
+
+
+class Sighting(_Model):
+    detection_id: int
+    detected_at: datetime
+    identity: str
+    bbox: BBox
+    confidence: float
+    age: float | None = None
+    gender: str | None = None
+    gender_confidence: float | None = None
+    similarity: float | None = None
+
+
+class SightingsPage(_Model):
+    person_id: str
+    total: int
+    limit: int
+    offset: int
+    sightings: list[Sighting]
+
+
+class VerifyFace(_Model):
+    bbox: BBox
+    confidence: float
+    faces_in_image: int
+
+
+class Verification(_Model):
+    success: bool = True
+    similarity: float
+    verified: bool
+    threshold: float
+    face1: VerifyFace
+    face2: VerifyFace | None = None
+    person_id: str | None = None
+    person_name: str | None = None

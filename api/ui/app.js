@@ -158,24 +158,28 @@ function renderPicklist(list, people, onPick) {
       `${label(p)}${p.person_name ? ` (${p.person_id})` : ""} · ${p.detection_count} detections`)))
     : [h("li", { class: "muted" }, "Nobody matches.")]));
 }
+// The answer names the person that remains: a known person survives whichever side it was on.
 async function mergePerson(from, into) {
   const body = await api(`/persons/${encodeURIComponent(from)}/merge`, { method: "POST", json: { into: into.person_id } });
-  notice(`Merged ${from} into ${label(into)}.`);
-  return body;
+  const remains = body.person_id || into.person_id;
+  notice(body.message || `Merged ${from} into ${label(into)}.`);
+  return { person_id: remains, identity: body.identity || into.identity,
+    person_name: remains === into.person_id ? into.person_name : null };
 }
 
 // ---------------------------------------------------------------- Analyze
-const analyzeState = { faces: null, image: null, url: null, name: "" };
+const analyzeState = { faces: null, image: null, url: null, name: "", mode: "track" };
 
 function faceText(f) {
-  const parts = [f.person_name || (f.identity === "unknown" ? `unknown ${f.person_id.replace(/^unknown_/, "")}` : f.person_id),
+  const parts = [shortName(f),
     `age ${Math.round(f.age)}`, `${f.gender} ${pct(f.gender_confidence)}`];
   parts.push(f.similarity === null || f.similarity === undefined ? "new" : `sim ${f.similarity.toFixed(2)}`);
   if (f.quality !== null && f.quality !== undefined) parts.push(`quality ${Number(f.quality).toFixed(2)}`);
   return parts;
 }
 
-const shortName = (f) => f.person_name || (f.identity === "unknown" ? `unknown …${f.person_id.slice(-4)}` : f.person_id);
+const shortName = (f) => f.person_name || (!f.person_id ? (f.identity ? "nobody known" : "face")
+  : f.identity === "unknown" ? `unknown …${f.person_id.slice(-4)}` : f.person_id);
 
 function renderAnalyze() {
   const input = h("input", { type: "file", id: "photo", accept: "image/*", class: "visually-hidden",
@@ -193,8 +197,13 @@ function renderAnalyze() {
       if (f) analyzeFile(f);
     } },
   h("strong", {}, "Choose a photo"), h("span", { id: "drop-help" }, " or drop one here (JPEG, PNG, WebP, BMP, TIFF, GIF)"));
+  const mode = h("select", { id: "mode", onchange: (e) => { analyzeState.mode = e.target.value; } },
+    [["track", "remember faces (track)"], ["search", "only look people up (search)"], ["detect", "faces only (detect)"]]
+      .map(([v, t]) => h("option", { value: v, selected: analyzeState.mode === v }, t)));
   view().replaceChildren(
     h("h1", {}, "Analyze a photo"),
+    h("div", { class: "filters" }, h("label", { for: "mode" }, "Mode"), mode,
+      h("span", { class: "muted" }, "search and detect write nothing")),
     h("label", { for: "photo", class: "visually-hidden" }, "Photo to analyse"), input, drop,
     h("div", { id: "result", "aria-live": "polite" }));
   if (analyzeState.faces) showAnalysis();
@@ -207,7 +216,8 @@ async function analyzeFile(file) {
   const form = new FormData();
   form.append("file", file, file.name);
   try {
-    const body = await api("/analyze", { method: "POST", form });
+    const query = analyzeState.mode === "track" ? "" : `?mode=${analyzeState.mode}`;  // track is the default
+    const body = await api(`/analyze${query}`, { method: "POST", form });
     if (analyzeState.url) URL.revokeObjectURL(analyzeState.url);
     Object.assign(analyzeState, { faces: body.faces, image: body.image, url: URL.createObjectURL(file),
       name: file.name, message: body.message });
@@ -227,7 +237,7 @@ function showAnalysis() {
     faces.forEach((f, i) => {
       const b = f.bbox;
       const box = h("button", { type: "button", class: `face ${f.identity}`, "data-index": i, "data-person": f.person_id,
-        "aria-label": `Face ${i + 1}: ${faceText(f).join(", ")}. Name or merge this person.`,
+        "aria-label": `Face ${i + 1}: ${faceText(f).join(", ")}.${f.person_id ? " Name or merge this person." : ""}`,
         style: `left:${(100 * b.x) / w}%;top:${(100 * b.y) / hgt}%;width:${(100 * b.width) / w}%;height:${(100 * b.height) / hgt}%`,
         onclick: () => openFace(i) },
       h("span", { class: "tag" }, h("b", {}, i + 1), h("span", { class: "who" }, ` ${shortName(f)}`),
@@ -240,11 +250,11 @@ function showAnalysis() {
   if (image && image.width) place(image.width, image.height);
   else img.addEventListener("load", () => place(img.naturalWidth, img.naturalHeight), { once: true });
   const rows = faces.map((f, i) => h("tr", {},
-    h("td", {}, i + 1), h("td", {}, f.person_name || f.identity), h("td", { class: "id" }, f.person_id),
+    h("td", {}, i + 1), h("td", {}, f.person_name || f.identity || "–"), h("td", { class: "id" }, f.person_id || "–"),
     h("td", {}, Math.round(f.age)), h("td", {}, `${f.gender} ${pct(f.gender_confidence)}`),
     h("td", {}, f.similarity === null || f.similarity === undefined ? "new" : f.similarity.toFixed(3)),
     h("td", {}, f.quality === null || f.quality === undefined ? "–" : Number(f.quality).toFixed(2)),
-    h("td", {}, h("button", { type: "button", onclick: () => openFace(i) }, "Name / merge…"))));
+    h("td", {}, f.person_id ? h("button", { type: "button", onclick: () => openFace(i) }, "Name / merge…") : null)));
   $("#result").replaceChildren(
     h("p", { id: "analyze-message" }, analyzeState.message || `${faces.length} face(s)`),
     stage,
@@ -256,6 +266,10 @@ function showAnalysis() {
 
 function openFace(i) {
   const f = analyzeState.faces[i];
+  if (!f.person_id) {
+    notice("This face is nobody the service remembers: analyse the photo in track mode to name it.");
+    return;
+  }
   const d = $("#face-dialog");
   $("#face-title").textContent = `Face ${i + 1}`;
   $("#face-summary").textContent = `${faceText(f).join(", ")} — ${f.person_id}`;
@@ -294,10 +308,11 @@ function setupFaceDialog() {
       renderPicklist($("#merge-results"), people, async (into) => {
         if (!await confirmAction(`Merge ${f.person_id} into ${label(into)}? Its samples and sightings move there.`, "Merge")) return;
         try {
-          await mergePerson(f.person_id, into);
-          const old = f.person_id;
+          const kept = await mergePerson(f.person_id, into);
+          const olds = [f.person_id, into.person_id];
+          const name = kept.person_name ?? (kept.person_id === f.person_id ? f.person_name : null);
           for (const g of analyzeState.faces) {
-            if (g.person_id === old) Object.assign(g, { person_id: into.person_id, person_name: into.person_name, identity: into.identity });
+            if (olds.includes(g.person_id)) Object.assign(g, { person_id: kept.person_id, person_name: name, identity: kept.identity });
           }
           d.close();
           showAnalysis();
@@ -388,8 +403,9 @@ async function renderPerson(id) {
       renderPicklist(results, await findPeople($("#person-merge-search").value.trim(), id), async (into) => {
         if (!await confirmAction(`Merge ${label(p)} into ${label(into)}? Its samples and sightings move there.`, "Merge")) return;
         try {
-          await mergePerson(id, into);
-          location.hash = `#/person/${encodeURIComponent(into.person_id)}`;
+          const kept = await mergePerson(id, into);
+          if (kept.person_id === id) renderPerson(id);
+          else location.hash = `#/person/${encodeURIComponent(kept.person_id)}`;
         } catch (err) { showError(err); }
       });
     } catch (err) { showError(err); }
@@ -430,7 +446,8 @@ async function loadSamples(id) {
   const samples = listOf(body, "samples", "items");
   box.replaceChildren(samples.length ? h("ul", { class: "samples" }, samples.map((s) => {
     const sid = s.sample_id ?? s.id;
-    return h("li", {}, crop(`${path}/${encodeURIComponent(sid)}/crop`, `Sample ${sid}`),
+    return h("li", { "data-sample": sid }, s.has_crop === false ? h("span", { class: "crop missing" }, "no crop")
+      : crop(`${path}/${encodeURIComponent(sid)}/crop`, `Sample ${sid}`),
       h("span", { class: "muted" }, when(s.created_at)),
       h("button", { type: "button", class: "danger small", "aria-label": `Delete sample ${sid}`, onclick: async () => {
         if (!await confirmAction(`Delete sample ${sid}? The person's template is recomputed from the others.`)) return;
