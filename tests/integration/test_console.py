@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from api.auth import key_hash
@@ -176,7 +177,11 @@ def test_api_key_prompt_and_clear_errors(browser, triton_settings, tmp_path, sha
 
     auth = AuthSettings(enabled=True, key_hashes=key_hash("console-key"))
     with served_api(api_settings(triton_settings, tmp_path, "sqlite", auth=auth)) as url:
-        browser.get(f"{url}/ui/#/dashboard")  # the static files need no key; the API does
+        for asset in ("/ui/", "/ui/app.js", "/ui/style.css"):  # the key is typed into the page itself
+            r = httpx.get(url + asset)
+            assert r.status_code == 200, f"{asset} must be served without an API key, got {r.status_code}"
+        assert httpx.get(url + "/ui").status_code in (200, 307)
+        browser.get(f"{url}/ui/#/dashboard")
         wait(browser, lambda d: css(d, "#key-dialog[open]"))
         wait(browser, lambda d: "missing X-API-Key header" in text_of(d, "#error-text"))
         css(browser, "#key-input")[0].send_keys("wrong", Keys.ENTER)
