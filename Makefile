@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= ../shared/data
 
-.PHONY: setup run test triton models publish loadtest bench eval stop clean help chromium
+.PHONY: setup run test triton models publish loadtest bench profile eval stop clean help chromium
 
 help:
 	@echo "make run      set everything up, start Triton + the API on 127.0.0.1:8000"
@@ -14,7 +14,8 @@ help:
 	@echo "make setup    virtualenv, dependencies, local Triton, models, model repository"
 	@echo "make triton   run the local Triton server in the foreground"
 	@echo "make eval     accuracy on labelled photos (DATA=../shared/data) through Triton"
-	@echo "make bench    side-by-side benchmark: in-process, Triton, API, peers; gallery matching"
+	@echo "make bench    side-by-side benchmark per photo size class: in-process, Triton, API, peers; gallery"
+	@echo "make profile  where a request's time goes (CLASS=1080p): Triton per-model stats, py-spy, onnxruntime"
 	@echo "make loadtest locust against a running 'make run' (CSV + PNG in loadtests/results/)"
 	@echo "make stop     stop a Triton left running by 'make eval'"
 
@@ -66,6 +67,11 @@ bench: setup
 	-bash ../shared/peers/setup.sh
 	$(PY) -m loadtests.benchmark
 	$(PY) -m loadtests.gallery_benchmark
+
+CLASS ?= 1080p
+profile: setup
+	$(PY) -m pip install -q -e ".[profile]"
+	$(PY) -m loadtests.profile --size-class $(CLASS) --ort
 
 stop:
 	$(PY) -m tools.triton_local stop

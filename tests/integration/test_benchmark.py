@@ -44,3 +44,18 @@ def test_size_classes_keep_the_aspect_ratio_and_set_the_pixel_count(shared_data,
             w, h = im.size
             assert abs(w * h - 1920 * 1080) / (1920 * 1080) < 0.01
             assert abs(w / h - orig.size[0] / orig.size[1]) < 0.01
+
+
+def test_profile_reads_tritons_per_model_statistics(triton, built_models, shared_data, tmp_path):
+    import asyncio
+
+    from loadtests import profile
+
+    photo = shared_data / "age_gender" / "images" / "biden.jpg"
+    before = profile.triton_stats(triton.http_url)
+    asyncio.run(benchmark.run_triton(triton.grpc_url, [photo.read_bytes()], (2,), 1.0))
+    delta = profile.stats_delta(before, profile.triton_stats(triton.http_url))
+    assert delta[C.PIPELINE]["executions"] > 0 and delta[C.MULTITASK]["executions"] > 0
+    assert delta[C.DETECTOR]["compute_infer_ms_per_request"] > 0
+    ops = profile.ort_profile(built_models[C.DETECTOR], built_models[C.MULTITASK], [photo], tmp_path)
+    assert any(k.startswith("detector:Conv") for k in ops) and any(k.startswith("multitask:") for k in ops)
