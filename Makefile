@@ -66,6 +66,7 @@ eval: setup
 bench: setup
 	-bash ../shared/peers/setup.sh
 	$(PY) -m loadtests.benchmark
+	$(PY) -m loadtests.small_faces_benchmark
 	$(PY) -m loadtests.gallery_benchmark
 
 CLASS ?= 1080p

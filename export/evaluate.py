@@ -34,7 +34,7 @@ GENDER_BY_EYE = (PROJECT_ROOT / "tests" / "data" / "gender_by_eye.csv",
 # unsure. Held-out photos are smaller, blurrier, darker, more compressed.
 CONDITIONS = ("clean", "small", "blur", "jpeg", "gray", "dark")
 GATED = ("verification_accuracy", "verification_accuracy_at_threshold", "gender_accuracy",
-         "detection_recall", "age_mae", "wrong_person_rate")
+         "detection_recall", "age_mae", "wrong_person_rate", "small_faces_recall_at_promise")
 
 
 def _rows(path: Path, limit: int | None = None) -> list[dict]:
@@ -61,6 +61,20 @@ class Runner:
         await asyncio.gather(*(one(p) for p in todo))
         bar.close()
         return {p: self.cache[p] for p in paths}
+
+
+    async def analyze_bytes(self, photos: dict[str, bytes], desc: str) -> dict[str, Analysis]:
+        bar = tqdm(total=len(photos), desc=desc, file=sys.stderr, leave=False)
+        out: dict[str, Analysis] = {}
+
+        async def one(name: str, data: bytes):
+            async with self.sem:
+                out[name] = await self.client.analyze(data)
+                bar.update()
+
+        await asyncio.gather(*(one(n, d) for n, d in photos.items()))
+        bar.close()
+        return out
 
 
 async def verification(run: Runner, data: Path, limit: int | None, threshold: float) -> tuple[dict, dict]:
@@ -233,6 +247,40 @@ async def gender_calibration(run: Runner, data: Path, work: Path, limit: int | N
     return out, {"p": p, "y": y}
 
 
+async def small_faces(run: Runner, data: Path, light: bool = False) -> dict:
+    """Recall and precision by face size on group photos we build from ../shared/data faces
+    (export.group_photos): known boxes, 16 to 200 px faces, 720p to 40 MP, 1 to 300 faces."""
+    from export import group_photos
+    from pipeline.detect import MIN_FACE_SIZE
+
+    photos = group_photos.evaluation_set(data, light=light)
+    got = await run.analyze_bytes({p.name: p.jpeg for p in photos}, "small faces")
+    t_sizes, f_sizes, pairs, per_photo = [], [], [], {}
+    for p in photos:
+        found = np.array([f.box for f in got[p.name].faces], np.float32).reshape(-1, 4)
+        matched = metrics.match_pairs(p.boxes.tolist(), found.tolist())
+        pairs += [(i + len(t_sizes), j + len(f_sizes)) for i, j in matched]
+        t_sizes += p.sizes.tolist()
+        f_sizes += np.minimum(found[:, 2] - found[:, 0], found[:, 3] - found[:, 1]).tolist()
+        h, w = p.rgb.shape[:2]
+        per_photo[p.name] = {"size": f"{w}x{h}", "faces": len(p.boxes), "found": len(matched),
+                             "detections": len(found)}
+    buckets = metrics.by_size(t_sizes, f_sizes, pairs, group_photos.SIZE_EDGES)
+    promised = [i for i, s in enumerate(t_sizes) if s >= MIN_FACE_SIZE]
+    found_promised = len({i for i, _ in pairs} & set(promised))
+    out = {"small_faces_photos": len(photos), "small_faces_faces": len(t_sizes),
+           "small_faces_min_face_size": MIN_FACE_SIZE,
+           "small_faces_recall_at_promise": found_promised / max(len(promised), 1),
+           "small_faces_recall": len(pairs) / max(len(t_sizes), 1),
+           "small_faces_precision": len(pairs) / max(len(f_sizes), 1),
+           "small_faces_false_detections": len(f_sizes) - len(pairs),
+           "small_faces_by_size": buckets, "small_faces_per_photo": per_photo}
+    for name, b in buckets.items():
+        if b["recall"] is not None:
+            out[f"small_faces_recall_{name}px"] = b["recall"]
+    return out
+
+
 async def identification(run: Runner, data: Path, threshold: float, limit: int | None) -> dict:
     """Open-set identification with the API's gallery logic.
 
@@ -303,7 +351,8 @@ def reliability_plot(ax, table: list[dict], label: str) -> None:
             ax.annotate(str(ni), (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7)
 
 
-def plots(out: Path, ver: dict, age_errors: list[float], calibration: dict | None = None) -> list[str]:
+def plots(out: Path, ver: dict, age_errors: list[float], calibration: dict | None = None,
+          by_size: dict | None = None) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -335,12 +384,24 @@ def plots(out: Path, ver: dict, age_errors: list[float], calibration: dict | Non
         ax.legend(fontsize=8)
         fig.savefig(out / "reliability.png", dpi=100)
         files.append(str(out / "reliability.png"))
+    if by_size:
+        names = [k for k, v in by_size.items() if v["recall"] is not None]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(names, [by_size[k]["recall"] for k in names], marker="o", label="recall")
+        ax.plot(names, [by_size[k]["precision"] or 0 for k in names], marker="s", label="precision")
+        ax.set_xlabel("face width (px of the photo)")
+        ax.set_ylim(0, 1.02)
+        ax.legend()
+        ax.set_title("Small faces: group photos built from ../shared/data")
+        fig.savefig(out / "small_faces.png", dpi=100)
+        files.append(str(out / "small_faces.png"))
     plt.close("all")
     return files
 
 
 async def evaluate(settings: Settings, data: Path, out: Path, limit: int | None = None) -> dict:
-    client = InferenceClient(settings.triton)
+    # a 40 MP crowd photo takes seconds on a CPU; the API's deadline is for interactive requests
+    client = InferenceClient(settings.triton.model_copy(update={"timeout_s": max(settings.triton.timeout_s, 600)}))
     try:
         run = Runner(client)
         ver, ver_raw = await verification(run, data, limit, settings.matching.threshold)
@@ -348,16 +409,17 @@ async def evaluate(settings: Settings, data: Path, out: Path, limit: int | None 
         det = await detection(run, data, limit)
         ident = await identification(run, data, settings.matching.threshold, limit)
         cal, _ = await gender_calibration(run, data, out / "calibration_photos", limit)
+        small = await small_faces(Runner(client, concurrency=2), data, light=limit is not None)
         models = await client.model_status()
     finally:
         await client.close()
-    result = {**ver, **ag, **det, **ident, **cal, "data": str(data), "limit": limit,
+    result = {**ver, **ag, **det, **ident, **cal, **small, "data": str(data), "limit": limit,
               "models": {k: v.get("mlflow_version") for k, v in models.items()}}
     out.mkdir(parents=True, exist_ok=True)
     curves = {"gender_confidence": (cal["gender_reliability"], cal["gender_ece"])}
     if det["detection_reliability"]:
         curves["detection confidence"] = (det["detection_reliability"], det["detection_ece"])
-    result["plots"] = plots(out, ver_raw, age_errors, curves)
+    result["plots"] = plots(out, ver_raw, age_errors, curves, small["small_faces_by_size"])
     (out / "evaluation.json").write_text(json.dumps(result, indent=2))
     return result
 

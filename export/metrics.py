@@ -13,22 +13,53 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def matched_detections(truth: list, found: list, threshold: float = 0.5) -> set[int]:
-    """Greedy one-to-one matching by IoU: the indices of the found boxes that match a true one."""
-    pairs = sorted(((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)), reverse=True)
-    used_t, used_f = set(), set()
-    for v, i, j in pairs:
-        if v < threshold:
-            break
+def match_pairs(truth: list, found: list, threshold: float = 0.5) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching by IoU: (true index, found index) of each match."""
+    if not len(truth) or not len(found):
+        return []
+    t, f = np.asarray(truth, np.float64), np.asarray(found, np.float64)
+    iw = (np.minimum(t[:, None, 2], f[None, :, 2]) - np.maximum(t[:, None, 0], f[None, :, 0])).clip(0)
+    ih = (np.minimum(t[:, None, 3], f[None, :, 3]) - np.maximum(t[:, None, 1], f[None, :, 1])).clip(0)
+    inter = iw * ih
+    area_t = (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])
+    area_f = (f[:, 2] - f[:, 0]) * (f[:, 3] - f[:, 1])
+    ious = inter / np.maximum(area_t[:, None] + area_f[None, :] - inter, 1e-12)
+    cand = np.argwhere(ious >= threshold)
+    order = np.argsort(-ious[cand[:, 0], cand[:, 1]], kind="stable")
+    used_t, used_f, pairs = set(), set(), []
+    for i, j in cand[order].tolist():
         if i not in used_t and j not in used_f:
             used_t.add(i)
             used_f.add(j)
-    return used_f
+            pairs.append((i, j))
+    return pairs
+
+
+def matched_detections(truth: list, found: list, threshold: float = 0.5) -> set[int]:
+    """Greedy one-to-one matching by IoU: the indices of the found boxes that match a true one."""
+    return {j for _, j in match_pairs(truth, found, threshold)}
 
 
 def match_boxes(truth: list, found: list, threshold: float = 0.5) -> int:
     """The number of true boxes found (greedy one-to-one matching by IoU)."""
-    return len(matched_detections(truth, found, threshold))
+    return len(match_pairs(truth, found, threshold))
+
+
+def by_size(truth_sizes, found_sizes, pairs, edges) -> dict[str, dict]:
+    """Recall and precision per face-size bucket [edges[k], edges[k+1]): a true face counts in
+    the bucket of its size; a detection in the bucket of the face it matched, or of its own
+    size when it matched none (a false detection)."""
+    matched_t = {i for i, _ in pairs}
+    matched_f = {j: i for i, j in pairs}
+    out = {}
+    for lo, hi in zip(edges, edges[1:]):
+        in_t = [i for i, s in enumerate(truth_sizes) if lo <= s < hi]
+        tp = sum(i in matched_t for i in in_t)
+        false = sum(1 for j, s in enumerate(found_sizes) if j not in matched_f and lo <= s < hi)
+        out[f"{lo}-{hi}"] = {"faces": len(in_t), "found": tp, "false": false,
+                             "recall": tp / len(in_t) if in_t else None,
+                             "precision": tp / (tp + false) if tp + false else None}
+    return out
 
 
 def accuracy_at(scores: np.ndarray, same: np.ndarray, threshold: float) -> float:

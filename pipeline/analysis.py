@@ -9,6 +9,7 @@ the batches to Triton, the in-process reference to onnxruntime, through this sam
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -42,7 +43,13 @@ def open_photo(data: bytes, max_pixels: int = 40_000_000, min_face_size: int = 0
                promise: int = MIN_FACE_SIZE, size: int = DETECTOR_SIZE, tile: int = TILE) -> Photo:
     """Decode and plan. The detection covers faces down to `promise` pixels (the service's
     documented minimum) or to the request's `min_face_size` when that is larger: a larger minimum
-    lets a JPEG be decoded smaller and the detector see less of it."""
+    lets a JPEG be decoded smaller and the detector see less of it. `promise` 0: the one 480 px
+    letterbox pass whatever the photo's size, as before the plan existed (faces narrower than
+    about 1/20 of the long side are missed)."""
+    if promise <= 0 and min_face_size <= 0:
+        rgb = decode_reduced(data, max_pixels)[0]
+        h, w = rgb.shape[:2]
+        return Photo(rgb, 1.0, 1.0, plan(w, h, math.inf, size, tile), min_face_size, max_faces)
     target = max(promise, min_face_size)
     rgb, fx, fy = decode_reduced(data, max_pixels, reduction=lambda w, h: reduction(w, h, target, size))
     h, w = rgb.shape[:2]

@@ -32,6 +32,12 @@ def test_harness_reaches_the_figures_of_a_working_pipeline(triton_settings, shar
     # the served model is calibrated at conversion: no further temperature would help much
     assert 0.7 < r["gender_logit_scale_fit"] < 1.4
     assert (tmp_path / "reliability.png").exists()
+    # the small-faces case (two 720p group photos built from these faces when limited; 32 of
+    # the 50 faces are exactly 24 px wide, the promised minimum, where recall is lowest)
+    assert r["small_faces_faces"] >= 40 and r["small_faces_recall_at_promise"] >= 0.8
+    assert r["small_faces_precision"] >= 0.9
+    assert r["small_faces_by_size"]["48-64"]["recall"] in (None, 1.0)
+    assert (tmp_path / "small_faces.png").exists()
 
 
 def test_promotion_gate_refuses_a_worse_version_unless_forced(model_stack, built_models, tmp_path, capsys):

@@ -74,13 +74,14 @@ def test_large_photos_get_a_pyramid_of_tiles_down_to_the_promised_face(width, he
     _faces_fit(wins, width, height)
 
 
-def test_reduction_keeps_the_detector_inputs_at_full_quality():
+def test_reduction_keeps_the_detector_inputs_and_the_chips_at_full_quality():
     assert D.reduction(4000, 3000, 24) == 1  # 24 px faces: the detector sees the photo at 1:1
-    assert D.reduction(4000, 3000, 48) == 2
-    assert D.reduction(4000, 3000, 96) == 4
-    assert D.reduction(4000, 3000, 400) == 8
-    assert D.reduction(800, 600, 400) == 1  # the letterbox needs 480 of the 800 px
-    assert D.reduction(1920, 1080, 200) == 4
+    assert D.reduction(4000, 3000, 96) == 1  # the chip of a 96 px face needs all its pixels
+    assert D.reduction(4000, 3000, 192) == 2
+    assert D.reduction(4000, 3000, 400) == 4
+    assert D.reduction(4000, 3000, 800) == 8
+    assert D.reduction(800, 600, 800) == 1  # the letterbox needs 480 of the 800 px
+    assert D.reduction(1920, 1080, 200) == 2
 
 
 def test_tile_rules_drop_cut_faces_and_faces_of_a_coarser_level():

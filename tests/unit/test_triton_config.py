@@ -40,3 +40,11 @@ def test_pipeline_config_takes_bytes_and_batches_requests():
     assert all(i.optional for i in cfg.input if i.name != C.PL_IMAGE)
     assert {o.name for o in cfg.output} >= {C.PL_BOXES, C.PL_EMBEDDINGS, C.PL_AGE, C.PL_GENDER}
     assert cfg.parameters["detector_model"].string_value == C.DETECTOR
+
+
+def test_pipeline_config_carries_the_small_face_plan():
+    cfg = tc.parse_pbtxt(tc.to_pbtxt(tc.pipeline_config(tc.Tuning(min_face_size=64))))
+    params = {k: v.string_value for k, v in cfg.parameters.items()}
+    assert params["min_face_size"] == "64" and int(params["tile_size"]) % 32 == 0
+    # a pipeline request of tiles must fit in one detector batch, so the batcher can merge them
+    assert 0 < int(params["detector_request_batch"]) <= tc.Tuning().detector_max_batch
