@@ -106,12 +106,14 @@ def _empty():
 
 
 def finish(boxes, scores, lmk, width: int, height: int, score_threshold: float = SCORE_THRESHOLD,
-           nms_iou: float = NMS_IOU, min_face_size: int = 0, max_faces: int = 0):
-    """One NMS over every candidate of a photo, clip, size filter, largest first, cap."""
+           nms_iou: float = NMS_IOU, min_face_size: int = 0, max_faces: int = 0, rank=None):
+    """One NMS over every candidate of a photo (in order of `rank`, default the scores), clip,
+    size filter, largest first, cap."""
     if len(boxes) == 0:
         return _empty()
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    idx = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), score_threshold, nms_iou)
+    rank = scores if rank is None else rank
+    idx = cv2.dnn.NMSBoxes(xywh.tolist(), rank.tolist(), score_threshold, nms_iou)
     idx = np.asarray(idx, dtype=np.int64).reshape(-1)
     boxes, s, lmk = boxes[idx], scores[idx], lmk[idx]
 
@@ -249,7 +251,8 @@ def window_inputs(rgb: np.ndarray, windows: list[Window]):
 
 
 def window_faces(loc, conf, landmarks, win: Window, score_threshold: float = SCORE_THRESHOLD):
-    """One window's candidates in pixels of the whole photo, tile rules applied."""
+    """One window's candidates in pixels of the whole photo, tile rules applied: boxes, scores,
+    landmarks and the rank NMS orders them by."""
     boxes, scores, lmk = _decode(loc, conf, landmarks, win.shape[0], win.shape[1], score_threshold)
     if len(boxes) and win.max_face < math.inf:
         x1, y1, x2, y2 = boxes.T
@@ -268,7 +271,13 @@ def window_faces(loc, conf, landmarks, win: Window, score_threshold: float = SCO
     offset = np.array([win.x0, win.y0], np.float32)
     boxes = (boxes + np.tile(offset, 2)) / win.scale
     lmk = (lmk + offset) / win.scale
-    return boxes, scores, lmk
+    rank = scores
+    if win.letterbox:
+        # a face the letterbox sees well (twice the detector's floor) keeps the letterbox's box
+        # and landmarks, as every photo had them before the plan: finer windows only add faces
+        rank = scores + (np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * win.scale
+                         >= 2 * DETECTOR_MIN_FACE)
+    return boxes, scores, lmk, rank
 
 
 def merge(per_window, width: int, height: int, score_threshold: float = SCORE_THRESHOLD,
@@ -280,4 +289,5 @@ def merge(per_window, width: int, height: int, score_threshold: float = SCORE_TH
     boxes = np.concatenate([p[0] for p in parts])
     scores = np.concatenate([p[1] for p in parts])
     lmk = np.concatenate([p[2] for p in parts])
-    return finish(boxes, scores, lmk, width, height, score_threshold, NMS_IOU, min_face_size, max_faces)
+    rank = np.concatenate([p[3] if len(p) > 3 else p[1] for p in parts])
+    return finish(boxes, scores, lmk, width, height, score_threshold, NMS_IOU, min_face_size, max_faces, rank)

@@ -123,7 +123,10 @@ def test_one_face_photos_are_unchanged(client, shared_data, letterbox_only):
         assert iou(out[C.PL_BOXES][0], ref_boxes[0]) >= 0.85, path.name
         assert (out[C.PL_GENDER][0][1] >= 0.5) == (ref_male[0] >= 0.5), path.name
         cos = float(out[C.PL_EMBEDDINGS][0] @ ref_emb[0])
-        assert cos >= 0.9, (path.name, cos)  # same-person pairs of ../shared/data: >= 0.42
+        # a photo the letterbox no longer covers alone (480x720: one native pass) is aligned from
+        # landmarks found at 1:1 instead of 0.67; lowest measured 0.88 (dame_girl1), while
+        # different people stay below 0.25 on ../shared/data
+        assert cos >= 0.8, (path.name, cos)
         w, h = out[C.PL_IMAGE_SIZE]
         if max(w, h) <= C.DETECTOR_SIZE * MIN_FACE_SIZE / DETECTOR_MIN_FACE:  # the plan is that very pass
             assert np.allclose(out[C.PL_BOXES][0], ref_boxes[0], atol=1e-3), path.name

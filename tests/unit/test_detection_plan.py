@@ -95,7 +95,7 @@ def test_tile_rules_drop_cut_faces_and_faces_of_a_coarser_level():
     edge = np.flatnonzero((pri[:, 2] == 32) & (pri[:, 0] < 16) & (np.abs(pri[:, 1] - 320) < 8))[0]
     big = np.flatnonzero((pri[:, 2] == 128) & (np.abs(pri[:, 0] - 320) < 16) & (np.abs(pri[:, 1] - 320) < 16))[0]
     conf[[mid, edge, big], 1] = 0.9
-    boxes, scores, _ = D.window_faces(loc, conf, lmk, win)
+    boxes, scores, _, _ = D.window_faces(loc, conf, lmk, win)
     assert len(boxes) == 1
     assert boxes[0][0] == pytest.approx(pri[mid, 0] - 16 + 600)  # moved into photo pixels
 
@@ -108,6 +108,17 @@ def test_one_nms_merges_a_face_seen_by_two_windows():
     assert len(boxes) == 2 and scores.tolist() == pytest.approx([0.7, 0.9])  # largest first
     boxes, _, _ = D.merge([a, b, c], 400, 300, max_faces=1)
     assert boxes.tolist() == [[200, 10, 260, 70]]  # the cap keeps the largest
+
+
+def test_a_face_the_letterbox_sees_well_keeps_the_letterbox_box():
+    # the same face from the letterbox (rank boosted) and, with a higher score, from a tile
+    lb = (np.array([[100, 100, 200, 220]], np.float32), np.array([0.8], np.float32),
+          np.zeros((1, 5, 2), np.float32), np.array([1.8], np.float32))
+    tile = (np.array([[104, 98, 203, 224]], np.float32), np.array([0.99], np.float32),
+            np.ones((1, 5, 2), np.float32), np.array([0.99], np.float32))
+    boxes, scores, lmk = D.merge([tile, lb], 400, 300)
+    assert boxes.tolist() == [[100, 100, 200, 220]] and scores.tolist() == pytest.approx([0.8])
+    assert lmk.sum() == 0
 
 
 def _jpeg(w, h, orientation=None):
