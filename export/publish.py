@@ -66,8 +66,10 @@ def _write_model_version(registry: Registry, info: VersionInfo, model_dir: Path,
     with tempfile.TemporaryDirectory(dir=model_dir, prefix=".tmp-") as tmp:
         staging = Path(tmp) / "version"
         staging.mkdir()
+        staging.chmod(0o755)  # readable by a Triton running as another uid, whatever the umask
         src = registry.download(info.name, info.version, Path(tmp) / "download")
         shutil.move(str(src), staging / "model.onnx")
+        (staging / "model.onnx").chmod(0o644)
         if info.sha256 and sha256_file(staging / "model.onnx") != info.sha256:
             raise RuntimeError(f"{info.name} v{info.version}: downloaded file does not match its sha256 tag")
         if target == "cpu":
@@ -82,6 +84,7 @@ def _write_pipeline(repo: Path, tuning: tc.Tuning, max_pixels: int) -> None:
     model_dir = repo / C.PIPELINE
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=".tmp-"))
+    staging.chmod(0o755)  # mkdtemp makes it 0700: a Triton running as another uid could not read it
     shutil.copy2(PIPELINE_MODEL, staging / "model.py")
     shutil.copytree(PIPELINE_PACKAGE, staging / "pipeline",
                     ignore=shutil.ignore_patterns("__pycache__", "inprocess.py"))
@@ -114,7 +117,8 @@ def write_repository(registry: Registry, repo: Path, target: str = "cpu",
         model_dir = repo / name
         model_dir.mkdir(exist_ok=True)
         changed = _write_model_version(registry, info, model_dir, target, progress)
-        cfg = CONFIGS[name](target, info.version, info.provenance(), tuning)
+        int8 = target == "gpu" and tc.has_qdq(model_dir / str(info.version) / "model.onnx")
+        cfg = CONFIGS[name](target, info.version, info.provenance(), tuning, int8=int8)
         _write_atomic(model_dir / "config.pbtxt", tc.to_pbtxt(cfg))
         progress(f"{name}: version {info.version} {'written' if changed else 'already in place'}")
         published.append(Published(name, info.version, changed))

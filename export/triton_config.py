@@ -7,7 +7,7 @@ not when the server starts.
 Two targets:
 - ``cpu``: what runs locally and in CI: python backend wrapping onnxruntime (the
   nvidia-pytriton wheel has no other backend).
-- ``gpu``: the NGC tritonserver image: onnxruntime backend, KIND_GPU, optional TensorRT EP.
+- ``gpu``: the NGC tritonserver image: onnxruntime backend, KIND_GPU, TensorRT EP by default.
 The BLS ``face_pipeline`` is a python model on both targets (it runs on the CPU).
 """
 
@@ -49,7 +49,10 @@ class Tuning:
     tile_size: int = TILE
     detector_request_batch: int = 4
     detector_requests_in_flight: int = 4
-    tensorrt: bool = False
+    # gpu target only (docs/deployment.md cites the Triton documentation for each choice)
+    tensorrt: bool = True
+    gpu_instances: int = 2  # per GPU: overlaps transfers with compute (optimization.md)
+    trt_cache_dir: str = "/trt-cache"  # a writable volume: engines survive restarts
 
 
 def _io(name: str, dtype: int, dims: list[int], optional: bool = False):
@@ -62,24 +65,20 @@ def _params(cfg: pb.ModelConfig, values: dict[str, object]) -> None:
 
 
 def _model(name: str, target: str, max_batch: int, preferred: tuple[int, ...], version: int,
-           inputs: list[dict], outputs: list[dict], t: Tuning, provenance: dict) -> pb.ModelConfig:
+           inputs: list[dict], outputs: list[dict], t: Tuning, provenance: dict,
+           int8: bool = False) -> pb.ModelConfig:
     cfg = pb.ModelConfig(name=name, max_batch_size=max_batch)
     cfg.input.extend(pb.ModelInput(**i) for i in inputs)
     cfg.output.extend(pb.ModelOutput(**{k: v for k, v in o.items() if k != "optional"})
                       for o in outputs)
     # serve exactly the production version: a rollback to a lower version must win over "latest"
     cfg.version_policy.specific.versions.append(version)
-    cfg.dynamic_batching.preferred_batch_size.extend(preferred)
     cfg.dynamic_batching.max_queue_delay_microseconds = t.max_queue_delay_us
     if target == "gpu":
-        cfg.backend = "onnxruntime"
-        cfg.default_model_filename = "model.onnx"
-        cfg.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_GPU, gpus=[0])
-        if t.tensorrt:
-            acc = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
-            acc.parameters["precision_mode"] = "FP16"
-            acc.parameters["trt_engine_cache_enable"] = "1"
+        _gpu(cfg, version, inputs, t, int8)
     else:
+        # measured on the 2-core CPU host (README): these sizes paid off there
+        cfg.dynamic_batching.preferred_batch_size.extend(preferred)
         cfg.backend = "python"
         cfg.instance_group.add(count=t.model_instances, kind=pb.ModelInstanceGroup.KIND_CPU)
         _params(cfg, {"onnx_file": "model.onnx", "intra_op_threads": t.ort_threads})
@@ -87,21 +86,73 @@ def _model(name: str, target: str, max_batch: int, preferred: tuple[int, ...], v
     return cfg
 
 
-def detector_config(target: str, version: int, provenance: dict, t: Tuning = Tuning()) -> pb.ModelConfig:
+_WARMUP_TYPES = {UINT8: "TYPE_UINT8", FP32: "TYPE_FP32"}
+
+
+def has_qdq(onnx_path) -> bool:
+    """True for a statically quantised (QuantizeLinear/DequantizeLinear) graph."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
+
+
+def _gpu(cfg: pb.ModelConfig, version: int, inputs: list[dict], t: Tuning, int8: bool) -> None:
+    """NGC Triton, onnxruntime backend. Not run here (no GPU): each choice follows Triton's
+    documentation, cited in docs/deployment.md."""
+    cfg.backend = "onnxruntime"
+    cfg.default_model_filename = "model.onnx"
+    # no `gpus`: the instances are placed on every GPU the container sees
+    cfg.instance_group.add(count=t.gpu_instances, kind=pb.ModelInstanceGroup.KIND_GPU)
+    # one zero-filled request per instance before the model reports ready: the TensorRT
+    # engine is built (or read from the cache) at load, not in the middle of traffic
+    warm = cfg.model_warmup.add(name="zeros", batch_size=1)
+    for i in inputs:
+        dims = [C.DETECTOR_SIZE if d == -1 else d for d in i["dims"][:2]] + i["dims"][2:]
+        warm.inputs[i["name"]].data_type = i["data_type"]
+        warm.inputs[i["name"]].dims.extend(dims)
+        warm.inputs[i["name"]].zero_data = True
+    if not t.tensorrt or any(d == -1 for i in inputs for d in i["dims"]):
+        # TensorRT only where the shapes are fixed: an engine's optimisation profile must span
+        # every input shape, and the detector's are the detection plan's (480 letterbox, 640
+        # tiles, native passes of any aspect up to 2.3 MP), so it stays on the CUDA EP
+        return
+    acc = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+    # int8 QDQ graphs need TensorRT's INT8 mode to run as int8; fp32 graphs get FP16
+    acc.parameters["precision_mode"] = "INT8" if int8 else "FP16"
+    acc.parameters["max_workspace_size_bytes"] = str(1 << 30)
+    acc.parameters["trt_engine_cache_enable"] = "1"
+    acc.parameters["trt_engine_cache_path"] = t.trt_cache_dir
+    acc.parameters["trt_engine_cache_prefix"] = f"{cfg.name}_v{version}"
+    acc.parameters["trt_timing_cache_enable"] = "1"
+    acc.parameters["trt_timing_cache_path"] = t.trt_cache_dir
+    # one explicit optimisation profile from batch 1 to max_batch_size: without it TensorRT
+    # rebuilds its engine whenever a larger batch shows up
+    shapes = {}
+    for key, batch in (("min", 1), ("opt", max(1, cfg.max_batch_size // 2)), ("max", cfg.max_batch_size)):
+        shapes[key] = ",".join(
+            f"{i['name']}:" + "x".join(str(d) for d in [batch, *warm.inputs[i['name']].dims])
+            for i in inputs)
+        acc.parameters[f"trt_profile_{key}_shapes"] = shapes[key]
+
+
+def detector_config(target: str, version: int, provenance: dict, t: Tuning = Tuning(),
+                    int8: bool = False) -> pb.ModelConfig:
     return _model(
         C.DETECTOR, target, t.detector_max_batch, t.detector_preferred, version,
         [_io(C.DET_INPUT, UINT8, [-1, -1, 3])],
         [_io("loc", FP32, [-1, 4]), _io("conf", FP32, [-1, 2]), _io("landmarks", FP32, [-1, 10])],
-        t, provenance)
+        t, provenance, int8)
 
 
-def multitask_config(target: str, version: int, provenance: dict, t: Tuning = Tuning()) -> pb.ModelConfig:
+def multitask_config(target: str, version: int, provenance: dict, t: Tuning = Tuning(),
+                     int8: bool = False) -> pb.ModelConfig:
     return _model(
         C.MULTITASK, target, t.multitask_max_batch, t.multitask_preferred, version,
         [_io(C.MT_INPUT, UINT8, [C.CHIP_SIZE, C.CHIP_SIZE, 3])],
         [_io(C.MT_EMBEDDING, FP32, [C.EMBEDDING_DIM]), _io(C.MT_AGE, FP32, [1]),
          _io(C.MT_GENDER, FP32, [2])],
-        t, provenance)
+        t, provenance, int8)
 
 
 def pipeline_config(t: Tuning = Tuning(), max_pixels: int = 40_000_000) -> pb.ModelConfig:

@@ -31,8 +31,10 @@ class ContractError(Exception):
 @events.init_command_line_parser.add_listener
 def _options(parser):
     parser.add_argument("--photos", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"),
-                        help="folder searched recursively for photos to upload")
-    parser.add_argument("--api-key", default="", help="X-API-Key header, if auth is on")
+                        env_var="LOCUST_PHOTOS", help="folder searched recursively for photos to upload")
+    # also from the environment, so compose can pass an empty key without an empty --api-key
+    parser.add_argument("--api-key", default="", env_var="LOCUST_API_KEY",
+                        help="X-API-Key header, if auth is on")
 
 
 @events.test_start.add_listener

@@ -23,11 +23,7 @@ def main() -> int:
               f"metrics {triton.metrics_port}) ...", flush=True)
         triton.start(timeout_s=240)
     print(f"Triton ready; API on http://{s.server.host}:{s.server.port} (docs at /docs)", flush=True)
-    api = subprocess.Popen([
-        sys.executable, "-m", "uvicorn", "api.main:app", "--host", s.server.host,
-        "--port", str(s.server.port), "--workers", str(s.server.workers),
-        "--log-level", s.server.log_level, "--no-access-log",
-    ])
+    api = subprocess.Popen([sys.executable, "-m", "api"])  # FA_HOST, FA_PORT, FA_WORKERS, FA_LOG_LEVEL
 
     stopped = {"by_signal": False}
 

@@ -48,3 +48,47 @@ def test_pipeline_config_carries_the_small_face_plan():
     assert params["min_face_size"] == "64" and int(params["tile_size"]) % 32 == 0
     # a pipeline request of tiles must fit in one detector batch, so the batcher can merge them
     assert 0 < int(params["detector_request_batch"]) <= tc.Tuning().detector_max_batch
+
+
+def test_gpu_configs_follow_the_triton_documentation():
+    """docs/deployment.md cites the source of each choice; nothing here ran on a GPU."""
+    det = tc.parse_pbtxt(tc.to_pbtxt(tc.detector_config("gpu", 2, PROV)))
+    mt = tc.parse_pbtxt(tc.to_pbtxt(tc.multitask_config("gpu", 3, PROV, int8=True)))
+    for cfg in (det, mt):
+        group = cfg.instance_group[0]
+        assert group.count == 2 and not group.gpus  # per GPU, on every GPU
+        assert not cfg.dynamic_batching.preferred_batch_size
+        assert cfg.model_warmup[0].batch_size == 1 and cfg.model_warmup[0].inputs
+    assert list(det.model_warmup[0].inputs[C.DET_INPUT].dims) == [C.DETECTOR_SIZE, C.DETECTOR_SIZE, 3]
+    # the detector's spatial shapes vary with the detection plan: CUDA EP, no TensorRT profile
+    assert not det.optimization.execution_accelerators.gpu_execution_accelerator
+    trt = mt.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "INT8"
+    assert trt.parameters["trt_engine_cache_enable"] == "1" and trt.parameters["trt_engine_cache_path"] == "/trt-cache"
+    assert trt.parameters["trt_engine_cache_prefix"] == f"{C.MULTITASK}_v3"
+    chip = f"{C.CHIP_SIZE}x{C.CHIP_SIZE}x3"
+    assert trt.parameters["trt_profile_min_shapes"] == f"{C.MT_INPUT}:1x{chip}"
+    assert trt.parameters["trt_profile_max_shapes"] == f"{C.MT_INPUT}:{mt.max_batch_size}x{chip}"
+    fp32 = tc.parse_pbtxt(tc.to_pbtxt(tc.multitask_config("gpu", 3, PROV, int8=False)))
+    assert fp32.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters[
+        "precision_mode"] == "FP16"
+    cuda_only = tc.parse_pbtxt(tc.to_pbtxt(tc.multitask_config("gpu", 3, PROV, tc.Tuning(tensorrt=False))))
+    assert not cuda_only.optimization.execution_accelerators.gpu_execution_accelerator
+
+
+def test_quantised_graphs_are_told_apart(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    plain = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
+    onnx.save(plain, tmp_path / "fp32.onnx")
+    scale = onnx.numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    zero = onnx.numpy_helper.from_array(np.array(0, np.uint8), "z")
+    q = helper.make_graph([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                           helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+                          "g", [x], [y], initializer=[scale, zero])
+    onnx.save(helper.make_model(q), tmp_path / "int8.onnx")
+    assert tc.has_qdq(tmp_path / "int8.onnx") and not tc.has_qdq(tmp_path / "fp32.onnx")

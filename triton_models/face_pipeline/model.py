@@ -37,8 +37,11 @@ def _optional_int(request, name):
 
 
 async def _bls(model, inputs, output_names):
+    # CPU outputs: a KIND_GPU onnxruntime model otherwise answers in GPU memory, where
+    # as_numpy() raises "Tensor is stored in GPU and cannot be converted to NumPy"
     req = pb_utils.InferenceRequest(
-        model_name=model, inputs=inputs, requested_output_names=list(output_names))
+        model_name=model, inputs=inputs, requested_output_names=list(output_names),
+        preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0))
     resp = await req.async_exec()
     if resp.has_error():
         raise pb_utils.TritonModelException(f"{model}: {resp.error().message()}")

@@ -1,0 +1,21 @@
+"""`python -m api`: the API server on FA_HOST:FA_PORT, FA_WORKERS uvicorn workers, FA_LOG_LEVEL.
+
+The container's command and `make run` both start the server this way, so the settings
+decide where it listens (an image command that hard-codes them would ignore the environment).
+"""
+
+from __future__ import annotations
+
+import uvicorn
+
+from api.settings import get_settings
+
+
+def main() -> None:
+    s = get_settings().server
+    uvicorn.run("api.main:app", host=s.host, port=s.port, workers=s.workers,
+                log_level=s.log_level, access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+# The MLflow tracking server with the MySQL driver its backend-store URI names
+# (mysql+pymysql), installed at build time: the server starts without network access.
+FROM ghcr.io/mlflow/mlflow:v3.17.2
+# cryptography: PyMySQL needs it for MySQL 8's default caching_sha2_password over plain TCP
+RUN pip install --no-cache-dir pymysql==1.1.2 cryptography==50.0.2
