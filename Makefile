@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= ../shared/data
 
-.PHONY: setup run test triton models publish loadtest bench profile eval stop clean help chromium
+.PHONY: setup run test test-deploy triton models publish loadtest bench profile eval stop clean help chromium
 
 help:
 	@echo "make run      set everything up, start Triton + the API on 127.0.0.1:8000"
 	@echo "make test     run the test suite (real Triton, real models, SQLite and MariaDB)"
+	@echo "make test-deploy  the compose stack run as processes, as deployed (root; ~4 min)"
 	@echo "make setup    virtualenv, dependencies, local Triton, models, model repository"
 	@echo "make triton   run the local Triton server in the foreground"
 	@echo "make eval     accuracy on labelled photos (DATA=../shared/data) through Triton"
@@ -51,7 +52,13 @@ run: setup
 	$(PY) -m tools.serve
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -m "not deployed"
+
+# the compose stack (docker-compose.yml + the CPU override) as processes in private
+# namespaces, as root: mysql, mlflow, export, triton, face-api, then /analyze, /register and
+# the documented promotion (tests/deploy/test_as_deployed.py; ~4 min, so not in `make test`)
+test-deploy: setup
+	$(PY) -m pytest -q -ra -m deployed tests/deploy
 
 loadtest: $(STAMP)
 	$(PY) -m pip install -q -e ".[loadtest]"
