@@ -17,6 +17,7 @@ COPY tools ./tools
 COPY loadtests ./loadtests
 COPY face_analytics_client ./face_analytics_client
 COPY db ./db
+COPY face_analytics_client ./face_analytics_client
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM ${PYTHON} AS runtime
