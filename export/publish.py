@@ -46,6 +46,7 @@ class Published:
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
+    tmp.chmod(0o644)  # Triton may run as another uid than the export job
     tmp.replace(path)
 
 

@@ -26,7 +26,6 @@ import argparse
 import ctypes
 import json
 import os
-import pwd
 import shlex
 import shutil
 import signal
@@ -184,8 +183,7 @@ class Stack:
 
     def volumes(self) -> None:
         named = self.model.get("volumes", {})
-        needed = {s for name in self.order("face-api") for s in [name]}
-        for name in needed:
+        for name in self.order("face-api"):
             svc = self.services[name]
             for entry in svc.spec.get("volumes", []):
                 source, target, *mode = entry.split(":")

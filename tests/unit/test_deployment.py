@@ -232,3 +232,25 @@ def test_configuration_table_is_current():
     from tools.settings_table import markdown
 
     assert (ROOT / "docs" / "configuration.md").read_text() == markdown()
+
+
+def test_the_published_pipeline_is_readable_by_another_uid(tmp_path):
+    """The export job (uid 10001) writes the repository that Triton reads as another uid;
+    mkdtemp's 0700 once made face_pipeline/1 unreadable for it."""
+    import os
+    import stat
+
+    from export import publish, triton_config
+
+    old = os.umask(0o077)  # even under a strict umask
+    try:
+        publish._write_pipeline(tmp_path, triton_config.Tuning(), 1000)
+    finally:
+        os.umask(old)
+    version = tmp_path / "face_pipeline" / "1"
+    assert stat.S_IMODE(version.stat().st_mode) == 0o755
+    for path in [tmp_path / "face_pipeline" / "config.pbtxt", *version.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o004, path  # others may read
+        if path.is_dir():
+            assert mode & 0o001, path
