@@ -35,7 +35,7 @@ def deployed(tmp_path_factory, shared_data):
     env = {"FA_AUTH_KEY_HASHES": hashlib.sha256(key.encode()).hexdigest(),
            "MYSQL_USER": "fa_operator", "MYSQL_PASSWORD": secrets.token_hex(8),
            "MYSQL_ROOT_PASSWORD": secrets.token_hex(8), "MYSQL_DATABASE": "faces_prod"}
-    cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc",
+    cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "--kill-child",
            sys.executable, "-m", "tests.deploy.stack", "--work", str(work), "--env", json.dumps(env),
            "--files", "docker-compose.yml", "docker-compose.cpu.yml",
            "--scenario", "tests.deploy.scenario:deployed"]
