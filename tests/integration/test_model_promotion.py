@@ -66,7 +66,8 @@ def test_promote_and_rollback_switch_versions_without_restart(triton, model_stac
 
     new = registry.log_onnx(C.MULTITASK, _variant(built_models[C.MULTITASK], tmp_path / "mt.onnx", "v2"),
                             {"purpose": "promotion test"})
-    assert new.version == before.version + 1
+    # greater, not +1: other tests of the session (test_cluster_publish) register versions too
+    assert new.version > before.version
 
     photo = (shared_data / "verification" / "images" / "Joe_Biden" / "biden.jpg").read_bytes()
     traffic = Traffic(triton.grpc_url, photo)
