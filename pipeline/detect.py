@@ -8,7 +8,7 @@ its own input (`DETECTOR_MIN_FACE`, measured). Three plans, cheapest first:
 - letterbox: the whole photo scaled to fit one DETECTOR_SIZE square, when that scale still shows
   the smallest promised face at DETECTOR_MIN_FACE pixels (the fast path, batched across requests);
 - native: the photo at the detection scale in one pass of its own shape (padded to a multiple of
-  32), when that is at most NATIVE_MAX_PIXELS: no overlap, no padding to waste;
+  32), when that is at most NATIVE_MAX_PIXELS (one tile's worth): no overlap, little padding;
 - tiled: the letterbox pass for large faces plus a pyramid of overlapping TILE x TILE tiles, from
   the letterbox scale up to the detection scale in steps of at most LEVEL_STEP. Each level answers
   for the faces the coarser one may miss; tiles overlap by enough to hold those faces whole.
@@ -40,7 +40,10 @@ DETECTOR_MIN_FACE = 24
 MIN_FACE_SIZE = 24  # the promise: faces this wide (px of the original photo) are found
 TILE = 640  # tile side: less overlap per pixel than 480 tiles
 LEVEL_STEP = 3.0  # largest scale ratio between two pyramid levels
-NATIVE_MAX_PIXELS = 1920 * 1200  # one untiled pass up to ~2.3 MP at the detection scale (1080p, 2 MP photos)
+# one untiled pass only up to a tile's pixels: the detector's dynamic batcher stacks up to 16
+# inputs of one shape, and 16 native 2 MP inputs took the machine's memory (make test, 50
+# concurrent 2.1 MP photos); above it, 640 px tiles bound every batch to 16 x 640 x 640
+NATIVE_MAX_PIXELS = TILE * TILE
 REDUCTIONS = (8, 4, 2)  # JPEG DCT-domain decode scales libjpeg offers (1/8, 1/4, 1/2)
 # Face width (px of the decoded image) from which an aligned chip is as good as one from the
 # full-size photo: SFace embeddings of faces downscaled to 96/64/48/32 px against full size,

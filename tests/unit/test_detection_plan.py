@@ -30,9 +30,11 @@ def test_a_larger_minimum_face_keeps_larger_photos_on_the_fast_path():
 def test_medium_photos_get_one_pass_of_their_own_shape():
     (win,) = D.plan(640, 360)
     assert (win.scale, win.shape, win.max_face) == (1.0, (384, 640), math.inf)
-    # large enough to hold faces bigger than the detector's range: the letterbox pass as well
+    (win,) = D.plan(480, 720)
+    assert win.shape == (736, 480)
+    # above one tile's pixels: tiles, so that no detector batch grows beyond 16 tiles
     wins = D.plan(1920, 1080)
-    assert [w.letterbox for w in wins] == [True, False] and wins[1].shape == (1088, 1920)
+    assert wins[0].letterbox and all(w.shape == (D.TILE, D.TILE) for w in wins[1:])
 
 
 def _faces_fit(windows, width, height, trials=3000, seed=0):
@@ -57,7 +59,7 @@ def _faces_fit(windows, width, height, trials=3000, seed=0):
         assert ok, (x, y, size)
 
 
-@pytest.mark.parametrize("width,height", [(4000, 3000), (7300, 5475), (3000, 4000), (2600, 1000)])
+@pytest.mark.parametrize("width,height", [(4000, 3000), (7300, 5475), (3000, 4000), (2600, 1000), (970, 2204)])
 def test_large_photos_get_a_pyramid_of_tiles_down_to_the_promised_face(width, height):
     wins = D.plan(width, height)
     assert wins[0].letterbox
