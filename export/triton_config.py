@@ -30,8 +30,11 @@ FP32, INT32, UINT8, BYTES = pb.TYPE_FP32, pb.TYPE_INT32, pb.TYPE_UINT8, pb.TYPE_
 class Tuning:
     """Batching and threading knobs, chosen by the benchmarks in loadtests/ (see README)."""
 
-    detector_max_batch: int = 16
-    detector_preferred: tuple[int, ...] = (4, 8, 16)
+    # 8 tiles of 640 px (3.3 MP) hold about the pixels 16 letterboxes of 480 px did: the memory
+    # of a detector batch stays where it was, and on this CPU a larger batch bought no speed
+    # (per-image time at batch 1/4/16 within noise, README "Small faces")
+    detector_max_batch: int = 8
+    detector_preferred: tuple[int, ...] = (4, 8)
     multitask_max_batch: int = 32
     multitask_preferred: tuple[int, ...] = (8, 16, 32)
     max_queue_delay_us: int = 1000

@@ -16,7 +16,7 @@ from pipeline.detect import MIN_FACE_SIZE, SCORE_THRESHOLD
 class InProcessPipeline:
     def __init__(self, detector_onnx: Path, multitask_onnx: Path, detector_size: int = C.DETECTOR_SIZE,
                  threads: int | None = None, score_threshold: float = SCORE_THRESHOLD,
-                 min_face_promise: int = MIN_FACE_SIZE, detector_batch: int = 16):
+                 min_face_promise: int = MIN_FACE_SIZE, detector_batch: int = 8):
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
