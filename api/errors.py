@@ -45,6 +45,17 @@ class TooManyFaces(ApiError):
     code = "too_many_faces"
 
 
+class LowQualityFace(ApiError):
+    """/register: the face is below FA_QUALITY_REGISTER_MIN_SCORE; the code names the weakest part."""
+
+    CODES = {"sharpness": "face_blurry", "pose": "face_not_frontal", "face_size": "face_too_small",
+             "detection_score": "face_uncertain"}
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.code = self.CODES.get(reason, "low_quality_face")
+
+
 class InvalidField(ApiError):
     status, code = 422, "invalid_field"
 

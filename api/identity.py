@@ -51,7 +51,7 @@ def normalised_mean(vectors: np.ndarray) -> np.ndarray:
 class Identified:
     face: Face
     kind: str
-    person_id: str
+    person_id: str | None  # None: below the quality gate, matched nobody, not remembered
     person_name: str | None
     similarity: float | None
 
@@ -110,11 +110,16 @@ class IdentityService:
                 await self._replay(tx)
 
     # -- /analyze ----------------------------------------------------------------------------
-    async def identify(self, analysis: Analysis) -> list[Identified]:
+    async def identify(self, analysis: Analysis, threshold: float | None = None,
+                       remember: list[bool] | None = None) -> list[Identified]:
+        """Match every face; one that matches nobody becomes a new unknown person unless
+        `remember` says no for it (below the quality gate): then it is returned with no
+        person_id and leaves no row."""
         faces = analysis.faces
         if not faces:
             return []
-        threshold = self.settings.matching.threshold
+        threshold = self.settings.matching.threshold if threshold is None else threshold
+        remember = remember or [True] * len(faces)
         embs = np.stack([f.embedding for f in faces])
         now = utcnow()
         async with self.lock:
@@ -122,7 +127,10 @@ class IdentityService:
                 await self._replay(tx)
                 matches = self.gallery.search(embs, threshold)
                 new_rows, counts, results, det_rows = [], {}, [], []
-                for face, m in zip(faces, matches):
+                for face, m, keep in zip(faces, matches, remember):
+                    if m is None and not keep:
+                        results.append(Identified(face, "unknown", None, None, None))
+                        continue
                     if m is None:
                         pid = new_unknown_id()
                         while pid in self.gallery or any(r[0] == pid for r in new_rows):
@@ -145,6 +153,9 @@ class IdentityService:
                 self.gallery.upsert(pid, "unknown", np.frombuffer(emb, np.float32))
             self.seq = max(self.seq, int(seq_after))
         for r in results:
+            if r.person_id is None:
+                metrics.IDENTITIES.labels("below_quality_gate").inc()
+                continue
             metrics.IDENTITIES.labels(r.kind if r.similarity is not None or r.kind == "known" else "new_unknown").inc()
         return results
 

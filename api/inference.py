@@ -16,7 +16,7 @@ from api.settings import TritonSettings
 from api.triton_targets import is_multi, replica_addresses
 from pipeline import contract as C
 
-OUTPUTS = (C.PL_BOXES, C.PL_SCORES, C.PL_EMBEDDINGS, C.PL_AGE, C.PL_GENDER, C.PL_CHIPS,
+OUTPUTS = (C.PL_BOXES, C.PL_SCORES, C.PL_LANDMARKS, C.PL_EMBEDDINGS, C.PL_AGE, C.PL_GENDER, C.PL_CHIPS,
            C.PL_IMAGE_SIZE)
 
 
@@ -28,6 +28,7 @@ class Face:
     age: float
     p_male: float
     chip: np.ndarray  # aligned RGB canvas, uint8
+    landmarks: np.ndarray  # [5, 2] original pixels: eye L, eye R, nose, mouth L, mouth R
 
 
 @dataclass
@@ -112,7 +113,7 @@ class InferenceClient:
             Face(box=out[C.PL_BOXES][i], score=float(out[C.PL_SCORES][i]),
                  embedding=np.ascontiguousarray(out[C.PL_EMBEDDINGS][i], np.float32),
                  age=float(out[C.PL_AGE][i]), p_male=float(out[C.PL_GENDER][i][1]),
-                 chip=out[C.PL_CHIPS][i])
+                 chip=out[C.PL_CHIPS][i], landmarks=out[C.PL_LANDMARKS][i])
             for i in range(len(out[C.PL_BOXES]))
         ]
         w, h = (int(v) for v in out[C.PL_IMAGE_SIZE])

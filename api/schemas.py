@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 
 class BBox(BaseModel):
@@ -14,6 +14,30 @@ class BBox(BaseModel):
     height: int
 
 
+class FaceQuality(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "overall": 0.83, "passed": True, "reason": None, "sharpness": 412.5, "yaw": -4.1, "pitch": 6.3,
+        "roll": 1.2, "face_size": 154, "detection_score": 0.9991,
+        "scores": {"sharpness": 1.0, "pose": 0.9, "face_size": 1.0, "detection_score": 0.9991}}})
+    overall: float = Field(description="product of the part scores, 0..1")
+    passed: bool = Field(description="at or above the quality gate (FA_QUALITY_MIN_SCORE); a face below it "
+                                     "that matches nobody is not remembered as a new unknown person")
+    reason: str | None = Field(None, description="the weakest part when the face is below the gate: "
+                                                 "sharpness, pose, face_size or detection_score")
+    sharpness: float = Field(description="variance of the Laplacian of the aligned face (grey); higher is sharper")
+    yaw: float = Field(description="degrees, estimated from the 5 landmarks")
+    pitch: float = Field(description="degrees, estimated from the 5 landmarks")
+    roll: float = Field(description="degrees: tilt of the eye line")
+    face_size: int = Field(description="shorter side of the box, pixels of the original photo")
+    detection_score: float
+    scores: dict[str, float] = Field(description="each part mapped to 0..1")
+
+
+# per-face extras: present only when asked for (include=...) or, for quality, when the face is
+# below the gate; absent otherwise, so the default response is exactly the contract's
+FACE_EXTRAS = ("landmarks", "embedding", "crop", "quality")
+
+
 class FaceOut(BaseModel):
     bbox: BBox
     confidence: float = Field(description="detection score, 0..1")
@@ -21,9 +45,25 @@ class FaceOut(BaseModel):
     gender: str = Field(description='"male" or "female"')
     gender_confidence: float
     identity: str = Field(description='"known" or "unknown"')
-    person_id: str
+    person_id: str | None = Field(description="null only for a face below the quality gate that matches nobody "
+                                              "(not remembered)")
     person_name: str | None = Field(None, description="for known people")
     similarity: float | None = Field(None, description="cosine similarity of the match; null for a new unknown person")
+    landmarks: list[list[float]] | None = Field(None, description="include=landmarks: 5 points [x, y], original "
+                                                "pixels: eye L, eye R, nose, mouth L, mouth R")
+    embedding: list[float] | None = Field(None, description="include=embedding: 128 floats, L2-normalised; "
+                                          "comparable only within one face_multitask version (/health)")
+    crop: str | None = Field(None, description="include=crop: the aligned face canvas (144x144), base64 JPEG")
+    quality: FaceQuality | None = Field(None, description="include=quality, and always when the face is below "
+                                        "the quality gate")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_extras(self, handler):
+        body = handler(self)
+        for key in FACE_EXTRAS:
+            if body.get(key) is None:
+                body.pop(key, None)
+        return body
 
 
 class AnalyzeResponse(BaseModel):

@@ -116,6 +116,31 @@ class DetectionSettings(_Group):
     max_faces: int = 0  # 0 = no limit
 
 
+class QualitySettings(_Group):
+    """The face quality gate (pipeline/quality.py: overall score in [0, 1], the product of sharpness,
+    pose, size and detection score). On ../shared/data the 69 faces of the original photos score
+    >= 0.199 except five 24-26 px faces (0.04-0.06); blurred copies (Gaussian sigma 4 at 800 px)
+    score 0.052 at the median (README, Face quality)."""
+
+    model_config = SettingsConfigDict(env_prefix="FA_QUALITY_", extra="ignore")
+    # /analyze: a face below this that matches nobody is returned (marked with its quality) but is
+    # not remembered as a new unknown person; 0 = off
+    min_score: float = Field(0.1, ge=0, le=1)
+    # /register: a face below this is refused with 400 and a code naming the weakest part; 0 = off
+    register_min_score: float = Field(0.3, ge=0, le=1)
+
+
+class RequestLimitSettings(_Group):
+    """Bounds of the per-request settings of /analyze (threshold, min_face_size, max_faces,
+    min_confidence); a value outside them is a 422."""
+
+    model_config = SettingsConfigDict(env_prefix="FA_LIMITS_", extra="ignore")
+    threshold_min: float = 0.2
+    threshold_max: float = 0.95
+    min_face_size_max: int = 4096
+    max_faces_max: int = 1000
+
+
 class AuthSettings(_Group):
     model_config = SettingsConfigDict(env_prefix="FA_AUTH_", extra="ignore")
     enabled: bool = False
@@ -150,6 +175,8 @@ class Settings(_Group):
     matching: MatchingSettings = Field(default_factory=MatchingSettings)
     upload: UploadSettings = Field(default_factory=UploadSettings)
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    limits: RequestLimitSettings = Field(default_factory=RequestLimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)

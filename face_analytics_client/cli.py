@@ -44,7 +44,7 @@ def format_analysis(a: Analysis, source: str = "") -> str:
                f"{f.gender} {f.gender_confidence:.0%}",
                "new" if f.similarity is None else f"{f.similarity:.3f}", f"{f.confidence:.2f}",
                f"{b.x},{b.y},{b.width},{b.height}"]
-        rows.append(row + ([("" if f.quality is None else f"{f.quality:.2f}")] if quality else []))
+        rows.append(row + ([("" if f.quality is None else f"{f.quality.overall:.2f}")] if quality else []))
     return head + "\n" + table(headers, rows)
 
 

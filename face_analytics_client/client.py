@@ -103,10 +103,17 @@ class _Endpoints:
     def _run(self, call: _Call):  # pragma: no cover - provided by the two clients
         raise NotImplementedError
 
-    def analyze(self, image: Image, mode: str | None = None) -> Analysis:
-        """Every face of a photo. ``mode``: track (default), search or detect, where the server offers it."""
-        return self._run(_Call("POST", "/analyze", _model(Analysis), params=_params(mode=mode),
-                               files={"file": _image(image)}))
+    def analyze(self, image: Image, mode: str | None = None, include: Iterable[str] | str | None = None,
+                threshold: float | None = None, min_face_size: int | None = None, max_faces: int | None = None,
+                min_confidence: float | None = None) -> Analysis:
+        """Every face of a photo. ``mode``: track (default), search or detect, where the server offers it.
+        ``include``: extras per face, any of landmarks, embedding, crop, quality. The other options are
+        per-request settings the server bounds (422 outside its limits)."""
+        if include is not None and not isinstance(include, str):
+            include = ",".join(include)
+        params = _params(mode=mode, include=include or None, threshold=threshold, min_face_size=min_face_size,
+                         max_faces=max_faces, min_confidence=min_confidence)
+        return self._run(_Call("POST", "/analyze", _model(Analysis), params=params, files={"file": _image(image)}))
 
     def register(self, image: Image, name: str, largest_face: bool = False, force: bool = False) -> Registration:
         """``force``: add the sample even when the face does not match the person of that name."""

@@ -22,6 +22,20 @@ class BBox(_Model):
     height: int
 
 
+class FaceQuality(_Model):
+    """include=quality (and faces below the server's quality gate): parts and overall in [0, 1]."""
+    overall: float
+    passed: bool
+    reason: str | None = None
+    sharpness: float
+    yaw: float
+    pitch: float
+    roll: float
+    face_size: int
+    detection_score: float
+    scores: dict[str, float] = {}
+
+
 class Face(_Model):
     bbox: BBox
     confidence: float
@@ -29,10 +43,15 @@ class Face(_Model):
     gender: str
     gender_confidence: float
     identity: str | None = None  # null with mode=detect
-    person_id: str | None = None  # null with mode=detect, and with mode=search when nobody matches
+    # null with mode=detect, with mode=search when nobody matches, and for a face below the
+    # quality gate that matches nobody (not remembered; its quality says why)
+    person_id: str | None = None
     person_name: str | None = None
     similarity: float | None = None
-    quality: float | None = None
+    quality: FaceQuality | None = None
+    landmarks: list[list[float]] | None = None  # include=landmarks
+    embedding: list[float] | None = None  # include=embedding
+    crop: str | None = None  # include=crop: base64 JPEG of the aligned face
 
     @property
     def label(self) -> str:

@@ -53,7 +53,8 @@ def _analysis(embedding: np.ndarray):
     from api.inference import Analysis, Face
 
     face = Face(box=np.array([40, 40, 140, 160], np.float32), score=0.98, embedding=embedding,
-                age=35.0, p_male=0.7, chip=np.full((144, 144, 3), 128, np.uint8))
+                age=35.0, p_male=0.7, chip=np.full((144, 144, 3), 128, np.uint8),
+                landmarks=np.array([[70, 80], [110, 80], [90, 100], [75, 125], [105, 125]], np.float32))
     return Analysis([face], 640, 480)
 
 

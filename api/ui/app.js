@@ -170,15 +170,21 @@ async function mergePerson(from, into) {
 // ---------------------------------------------------------------- Analyze
 const analyzeState = { faces: null, image: null, url: null, name: "", mode: "track" };
 
+// quality is an object ({overall, passed, ...}) when the API sends it: with include=quality, and
+// always for a face below the quality gate, which then has no person_id (it was not remembered)
+const qualityOf = (f) => (f.quality === null || f.quality === undefined ? null
+  : Number(typeof f.quality === "object" ? f.quality.overall : f.quality));
+
 function faceText(f) {
   const parts = [shortName(f),
     `age ${Math.round(f.age)}`, `${f.gender} ${pct(f.gender_confidence)}`];
   parts.push(f.similarity === null || f.similarity === undefined ? "new" : `sim ${f.similarity.toFixed(2)}`);
-  if (f.quality !== null && f.quality !== undefined) parts.push(`quality ${Number(f.quality).toFixed(2)}`);
+  if (qualityOf(f) !== null) parts.push(`quality ${qualityOf(f).toFixed(2)}`);
   return parts;
 }
 
-const shortName = (f) => f.person_name || (!f.person_id ? (f.identity ? "nobody known" : "face")
+const shortName = (f) => f.person_name || (!f.person_id ? (f.quality && f.quality.passed === false ? "low quality, not remembered"
+  : f.identity ? "nobody known" : "face")
   : f.identity === "unknown" ? `unknown …${f.person_id.slice(-4)}` : f.person_id);
 
 function renderAnalyze() {
@@ -239,7 +245,7 @@ function showAnalysis() {
       const box = h("button", { type: "button", class: `face ${f.identity}`, "data-index": i, "data-person": f.person_id,
         "aria-label": `Face ${i + 1}: ${faceText(f).join(", ")}.${f.person_id ? " Name or merge this person." : ""}`,
         style: `left:${(100 * b.x) / w}%;top:${(100 * b.y) / hgt}%;width:${(100 * b.width) / w}%;height:${(100 * b.height) / hgt}%`,
-        onclick: () => openFace(i) },
+        onclick: () => { if (f.person_id) openFace(i); } },
       h("span", { class: "tag" }, h("b", {}, i + 1), h("span", { class: "who" }, ` ${shortName(f)}`),
         h("span", { class: "detail" }, h("br"), faceText(f).slice(1).join(" · "))));
       if ((b.x + b.width / 2) / w > 0.6) box.classList.add("right");  // keep the tag inside the photo
@@ -253,7 +259,7 @@ function showAnalysis() {
     h("td", {}, i + 1), h("td", {}, f.person_name || f.identity || "–"), h("td", { class: "id" }, f.person_id || "–"),
     h("td", {}, Math.round(f.age)), h("td", {}, `${f.gender} ${pct(f.gender_confidence)}`),
     h("td", {}, f.similarity === null || f.similarity === undefined ? "new" : f.similarity.toFixed(3)),
-    h("td", {}, f.quality === null || f.quality === undefined ? "–" : Number(f.quality).toFixed(2)),
+    h("td", {}, qualityOf(f) === null ? "–" : qualityOf(f).toFixed(2)),
     h("td", {}, f.person_id ? h("button", { type: "button", onclick: () => openFace(i) }, "Name / merge…") : null)));
   $("#result").replaceChildren(
     h("p", { id: "analyze-message" }, analyzeState.message || `${faces.length} face(s)`),
