@@ -34,16 +34,19 @@ the service remembers under a stable `unknown_<unix ts>_<4 digits>` id. Errors a
 class BodySizeLimit:
     """Refuse bodies over the limit while they stream in, before they are buffered."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, batch_images: int = 1):
+        self.app, self.max_bytes, self.batch_images = app, max_bytes, batch_images
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        # multipart framing adds a little around the file itself
-        limit = self.max_bytes + 64 * 1024
+        # multipart framing adds a little around the file itself, base64 in a JSON body a third;
+        # each image is checked against max_bytes on its own afterwards (api.uploads)
+        limit = self.max_bytes * 4 // 3 + 64 * 1024
+        if scope.get("path", "").rstrip("/") == "/analyze/batch":
+            limit *= self.batch_images
         if length is not None and length.isdigit() and int(length) > limit:
             return await error_response(413, "payload_too_large",
                                         f"the request is larger than the limit of {self.max_bytes} bytes"
@@ -149,7 +152,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - started)
         return response
 
-    app.add_middleware(BodySizeLimit, max_bytes=settings.upload.max_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.upload.max_bytes,
+                       batch_images=settings.limits.batch_max_images)
     return app
 
 

@@ -81,6 +81,24 @@ class AnalyzeResponse(BaseModel):
     image: dict[str, int] | None = None
 
 
+class BatchItemError(BaseModel):
+    success: bool = False
+    error: str
+    message: str
+
+
+class BatchResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "success": True, "message": "Analyzed 1 of 2 image(s)",
+        "results": [
+            {"success": True, "faces": [], "message": "No faces detected in the image",
+             "image": {"width": 640, "height": 480}},
+            {"success": False, "error": "unsupported_media_type", "message": "not an image type we read"}]}})
+    success: bool = True
+    message: str
+    results: list[AnalyzeResponse | BatchItemError] = Field(description="one per image, in the order sent")
+
+
 class RegisterResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"example": {
         "success": True, "message": "Successfully registered John Doe",

@@ -139,6 +139,8 @@ class RequestLimitSettings(_Group):
     threshold_max: float = 0.95
     min_face_size_max: int = 4096
     max_faces_max: int = 1000
+    # POST /analyze/batch: most images in one request (each within FA_UPLOAD_MAX_BYTES)
+    batch_max_images: int = Field(16, ge=1, le=256)
 
 
 class AuthSettings(_Group):

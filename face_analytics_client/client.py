@@ -26,7 +26,7 @@ import httpx
 
 from face_analytics_client.errors import ApiError, ConnectionFailed
 from face_analytics_client.models import (
-    Analysis, Changed, DetectionSeries, Health, Merged, Person, PersonsPage, Registration, SampleDeleted,
+    Analysis, BatchAnalysis, Changed, DetectionSeries, Health, Merged, Person, PersonsPage, Registration, SampleDeleted,
     SamplesPage, SightingsPage, Stats, Verification,
 )
 
@@ -79,7 +79,7 @@ class _Call(Generic[T]):
     params: dict[str, Any] | None = None
     json: Any = None
     data: dict[str, Any] | None = None
-    files: dict[str, tuple[str, bytes]] | None = None
+    files: dict[str, tuple[str, bytes]] | list[tuple[str, tuple[str, bytes]]] | None = None
     ok: frozenset[int] = field(default_factory=lambda: frozenset({200}))
     retry: bool = True
 
@@ -114,6 +114,17 @@ class _Endpoints:
         params = _params(mode=mode, include=include or None, threshold=threshold, min_face_size=min_face_size,
                          max_faces=max_faces, min_confidence=min_confidence)
         return self._run(_Call("POST", "/analyze", _model(Analysis), params=params, files={"file": _image(image)}))
+
+    def analyze_batch(self, images: Iterable[Image], include: Iterable[str] | str | None = None,
+                      **options) -> BatchAnalysis:
+        """Several photos in one request (POST /analyze/batch, up to the server's limit, 16 by
+        default): one result per photo in order, an Analysis or a BatchItemError. ``options`` as for
+        analyze (threshold, min_face_size, max_faces, min_confidence)."""
+        if include is not None and not isinstance(include, str):
+            include = ",".join(include)
+        files = [("files", _image(i)) for i in images]
+        return self._run(_Call("POST", "/analyze/batch", _model(BatchAnalysis),
+                               params=_params(include=include or None, **options), files=files))
 
     def register(self, image: Image, name: str, largest_face: bool = False, force: bool = False) -> Registration:
         """``force``: add the sample even when the face does not match the person of that name."""

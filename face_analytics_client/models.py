@@ -66,6 +66,19 @@ class Analysis(_Model):
     image: dict[str, int] | None = None
 
 
+class BatchItemError(_Model):
+    """One photo of a batch that could not be analysed (the others are unaffected)."""
+    success: bool = False
+    error: str
+    message: str
+
+
+class BatchAnalysis(_Model):
+    success: bool = True
+    message: str
+    results: list[Analysis | BatchItemError]  # one per photo, in the order sent
+
+
 class Registration(_Model):
     success: bool = True
     message: str

@@ -1,6 +1,7 @@
 """Realistic traffic against a running Face Analytics API, sent through face_analytics_client.
 
-Mostly /analyze with real photos holding 0..N faces, some /register, /stats and /health.
+Mostly /analyze with real photos holding 0..N faces (some with include=quality, some as batches of
+4 through /analyze/batch), some /register, /stats and /health.
 The client's typed results check the contract (a missing field fails the request), and its
 retries are off: a 429 or 503 is counted as a failure, not hidden. Options (CLI, locust.conf
 or LOCUST_* environment): --photos DIR (default ../shared/data), --api-key KEY.
@@ -80,6 +81,28 @@ class FaceAnalyticsUser(User):
                     raise ContractError("identity/gender outside the contract")
 
         self._measure("POST", "/analyze", call)
+
+    @task(4)
+    def analyze_with_quality(self):
+        _, data = random.choice(PHOTOS)
+
+        def call():
+            for face in self.fa.analyze(data, include="quality").faces:
+                if face.quality is None or not 0 <= face.quality.overall <= 1:
+                    raise ContractError("include=quality without a quality in [0, 1]")
+
+        self._measure("POST", "/analyze?include=quality", call)
+
+    @task(2)
+    def analyze_batch(self):
+        photos = random.sample(PHOTOS, k=min(4, len(PHOTOS)))
+
+        def call():
+            batch = self.fa.analyze_batch([data for _, data in photos])
+            if len(batch.results) != len(photos):
+                raise ContractError("a batch answer without one result per photo")
+
+        self._measure("POST", "/analyze/batch", call)
 
     @task(1)
     def register(self):

@@ -69,7 +69,9 @@ def pose(landmarks: np.ndarray) -> tuple[float, float, float]:
 
 def sharpness(chip: np.ndarray) -> float:
     grey = cv2.cvtColor(np.ascontiguousarray(chip[_INNER, _INNER]), cv2.COLOR_RGB2GRAY)
-    return float(cv2.Laplacian(grey, cv2.CV_32F).var())
+    # int16 holds the 3x3 Laplacian of uint8 exactly and is several times faster than float32
+    _, sd = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_16S))
+    return float(sd[0, 0]) ** 2
 
 
 def assess(chip: np.ndarray, landmarks: np.ndarray, box, score: float) -> Quality:

@@ -1,27 +1,37 @@
-"""POST /analyze: every face with box, confidence, age, gender and identity."""
+"""POST /analyze: every face with box, confidence, age, gender and identity; POST /analyze/batch:
+several photos in one request, one result each, in order."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 
 from api import metrics
+from api.errors import ApiError, InvalidField, UnsupportedMediaType
 from api.face_view import face_out, quality
+from api.image_input import decode_base64_image, image_bytes, is_json, json_body, json_request_body
+from api.inference import Analysis
 from api.request_options import AnalyzeOptions, analyze_options
-from api.routes.common import services
-from api.schemas import AnalyzeResponse
+from api.routes.common import Services, services
+from api.schemas import AnalyzeResponse, BatchItemError, BatchResponse
 from api.uploads import read_image
 
 router = APIRouter()
 
+IMAGE_HELP = "JPEG, PNG, WebP, BMP, TIFF or GIF; or send application/json {\"image\": \"<base64>\"} instead"
+JSON_EXAMPLE = {"image": "/9j/4AAQSkZJRgABAQAAAQABAAD..."}
 
-@router.post("/analyze", response_model=AnalyzeResponse, summary="Analyse every face in a photo")
-async def analyze(request: Request, file: UploadFile = File(..., description="JPEG, PNG, WebP, BMP, TIFF or GIF"),
-                  options: AnalyzeOptions = Depends(analyze_options)):
-    s = services(request)
-    data = await read_image(file, s.settings.upload)
+
+async def infer(s: Services, data: bytes, options: AnalyzeOptions) -> Analysis:
     analysis = await s.inference.analyze(data, options.min_face_size, options.max_faces)
     if options.min_confidence:
         analysis.faces = [f for f in analysis.faces if f.score >= options.min_confidence]
+    return analysis
+
+
+async def respond(s: Services, analysis: Analysis, options: AnalyzeOptions) -> AnalyzeResponse:
+    """Match, remember and shape one photo's faces (the quality gate decides who is remembered)."""
     metrics.FACES.observe(len(analysis.faces))
     gate = s.settings.quality.min_score
     qualities = [quality(f) for f in analysis.faces]
@@ -30,3 +40,78 @@ async def analyze(request: Request, file: UploadFile = File(..., description="JP
     message = f"Successfully analyzed {len(faces)} face(s)" if faces else "No faces detected in the image"
     return AnalyzeResponse(faces=faces, message=message,
                            image={"width": analysis.width, "height": analysis.height})
+
+
+@router.post("/analyze", response_model=AnalyzeResponse, summary="Analyse every face in a photo",
+             openapi_extra=json_request_body(JSON_EXAMPLE, ["image"]))
+async def analyze(request: Request, file: UploadFile | None = File(None, description=IMAGE_HELP),
+                  options: AnalyzeOptions = Depends(analyze_options)):
+    s = services(request)
+    data = await image_bytes(request, file, s.settings.upload)
+    return await respond(s, await infer(s, data, options), options)
+
+
+BATCH_HELP = """Up to FA_LIMITS_BATCH_MAX_IMAGES photos (16 by default): multipart parts named `files`, or
+application/json `{"images": ["<base64>", ...]}`. `results` has one entry per photo, in order: the
+/analyze response, or `{"success": false, "error", "message"}` for a photo that could not be read.
+The photos go to Triton concurrently, so its dynamic batcher runs them together; each photo's
+identities are then written in its own transaction, in order. If Triton or the database is down,
+the whole request is a 503."""
+
+
+@router.post("/analyze/batch", response_model=BatchResponse, summary="Analyse several photos in one request",
+             description=BATCH_HELP,
+             openapi_extra={"requestBody": {"content": {"application/json": {
+                 "schema": {"type": "object", "required": ["images"], "properties": {"images": {
+                     "type": "array", "items": {"type": "string", "format": "byte"},
+                     "description": "image files, base64"}}},
+                 "example": {"images": ["/9j/4AAQSkZJRgABAQAAAQABAAD...", "iVBORw0KGgoAAAANSUhEUgAA..."]}}}}})
+async def analyze_batch(request: Request,
+                        files: list[UploadFile] | None = File(None, description="the photos, in order"),
+                        options: AnalyzeOptions = Depends(analyze_options)):
+    s = services(request)
+    limit = s.settings.limits.batch_max_images
+    if files:
+        sources = [("file", f) for f in files]
+    elif is_json(request):
+        images = (await json_body(request)).get("images")
+        if not isinstance(images, list) or not images:
+            raise InvalidField('images: required, a non-empty list of base64 strings')
+        sources = [("base64", v) for v in images]
+    elif request.headers.get("content-type", "").startswith("multipart/"):
+        raise InvalidField("files: required (one multipart part per photo)")
+    else:
+        raise UnsupportedMediaType('send multipart/form-data parts "files" or application/json {"images": [...]}')
+    if len(sources) > limit:
+        raise InvalidField(f"at most {limit} images per batch (got {len(sources)})")
+
+    async def prepare(kind, value) -> bytes | ApiError:
+        try:
+            if kind == "file":
+                return await read_image(value, s.settings.upload)
+            return await decode_base64_image(value, s.settings.upload, "images[]")
+        except ApiError as exc:
+            if exc.status >= 500:
+                raise
+            return exc
+
+    async def run(item):
+        if isinstance(item, ApiError):
+            return item
+        try:
+            return await infer(s, item, options)
+        except ApiError as exc:
+            if exc.status >= 500:
+                raise
+            return exc
+
+    datas = [await prepare(kind, value) for kind, value in sources]
+    analyses = await asyncio.gather(*(run(d) for d in datas))  # concurrent: Triton batches them
+    results = []
+    for a in analyses:
+        if isinstance(a, ApiError):
+            results.append(BatchItemError(error=a.code, message=a.message))
+        else:
+            results.append(await respond(s, a, options))
+    ok = sum(1 for r in results if r.success)
+    return BatchResponse(results=results, message=f"Analyzed {ok} of {len(results)} image(s)")

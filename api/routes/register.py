@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
-from api.errors import LowQualityFace
+from api.errors import InvalidField, LowQualityFace
 from api.face_view import quality
 from api.identity import clean_name
 from api.routes.common import services
 from api.schemas import RegisterResponse
-from api.uploads import read_image
+from api.image_input import image_bytes, is_json, json_body, json_request_body
 
 router = APIRouter()
 
@@ -20,12 +20,24 @@ router = APIRouter()
                          "matches an unknown person, that person's history moves to the new name. A face below "
                          "the quality gate (FA_QUALITY_REGISTER_MIN_SCORE) is refused with 400 and a code "
                          "naming its weakest part: face_blurry, face_not_frontal, face_too_small or "
-                         "face_uncertain.")
-async def register(request: Request, file: UploadFile = File(...), person_name: str = Form(...),
-                   largest_face: bool = Form(False)):
+                         "face_uncertain. The photo may also come as application/json "
+                         '{"image": "<base64>", "person_name": "...", "largest_face": false}.',
+             openapi_extra=json_request_body(
+                 {"image": "/9j/4AAQSkZJRgABAQAAAQABAAD...", "person_name": "John Doe"}, ["image", "person_name"],
+                 {"person_name": {"type": "string", "minLength": 1, "maxLength": 100},
+                  "largest_face": {"type": "boolean", "default": False}}))
+async def register(request: Request, file: UploadFile | None = File(None, description="the photo; or send JSON"),
+                   person_name: str | None = Form(None), largest_face: bool = Form(False)):
     s = services(request)
+    body = await json_body(request) if file is None and is_json(request) else None
+    if body is not None:
+        person_name, largest_face = body.get("person_name"), body.get("largest_face", False)
+        if not isinstance(largest_face, bool):
+            raise InvalidField("largest_face must be true or false")
+    if person_name is None or not isinstance(person_name, str):
+        raise InvalidField("person_name: required")
     name = clean_name(person_name)
-    data = await read_image(file, s.settings.upload)
+    data = await image_bytes(request, file, s.settings.upload, body)
     analysis = await s.inference.analyze(data)
     gate = s.settings.quality.register_min_score
     if analysis.faces and (len(analysis.faces) == 1 or largest_face):

@@ -1,0 +1,71 @@
+"""Where a request's photo comes from: a multipart `file` part, or an application/json body
+`{"image": "<base64>"}`. Either way the bytes go through the same upload checks
+(api.uploads.read_image: size, magic bytes, pixel count) before anything reaches Triton."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+
+from fastapi import Request, UploadFile
+
+from api.errors import InvalidField, InvalidImage, PayloadTooLarge, UnsupportedMediaType
+from api.settings import UploadSettings
+from api.uploads import read_image
+
+JSON = "application/json"
+
+
+def is_json(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower() == JSON
+
+
+async def json_body(request: Request) -> dict:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidField("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidField('the JSON body must be an object such as {"image": "<base64>"}')
+    return body
+
+
+async def decode_base64_image(value, limits: UploadSettings, field: str = "image") -> bytes:
+    if not isinstance(value, str) or not value:
+        raise InvalidField(f"{field} must be a base64 string of the image file")
+    if value.startswith("data:"):  # a data URL: data:image/jpeg;base64,....
+        value = value.partition(",")[2]
+    if len(value) > limits.max_bytes * 4 // 3 + 8:
+        raise PayloadTooLarge(f"the image is larger than the limit of {limits.max_bytes} bytes")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImage(f"{field} is not valid base64") from None
+    return await read_image(UploadFile(io.BytesIO(data)), limits)
+
+
+async def image_bytes(request: Request, file: UploadFile | None, limits: UploadSettings,
+                      body: dict | None = None) -> bytes:
+    """The photo of a single-image request (multipart `file` or JSON `image`)."""
+    if file is not None:
+        return await read_image(file, limits)
+    if body is None and is_json(request):
+        body = await json_body(request)
+    if body is not None:
+        if "image" not in body:
+            raise InvalidField('image: required (base64 of the image file) in the JSON body')
+        return await decode_base64_image(body["image"], limits)
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        raise InvalidField("file: required (the photo, as a multipart file part)")
+    raise UnsupportedMediaType('send the photo as multipart/form-data (part "file") or as '
+                               'application/json {"image": "<base64>"}')
+
+
+def json_request_body(example: dict, required: list[str], extra_props: dict | None = None) -> dict:
+    """OpenAPI for the JSON alternative, merged beside FastAPI's multipart schema."""
+    props = {"image": {"type": "string", "format": "byte", "description": "the image file, base64"}}
+    props.update(extra_props or {})
+    return {"requestBody": {"content": {JSON: {
+        "schema": {"type": "object", "required": required, "properties": props},
+        "example": example}}}}
