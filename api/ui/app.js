@@ -222,8 +222,10 @@ async function analyzeFile(file) {
   const form = new FormData();
   form.append("file", file, file.name);
   try {
-    const query = analyzeState.mode === "track" ? "" : `?mode=${analyzeState.mode}`;  // track is the default
-    const body = await api(`/analyze${query}`, { method: "POST", form });
+    // quality of every face, not only of those below the gate; track is the default mode
+    const query = new URLSearchParams({ include: "quality" });
+    if (analyzeState.mode !== "track") query.set("mode", analyzeState.mode);
+    const body = await api(`/analyze?${query}`, { method: "POST", form });
     if (analyzeState.url) URL.revokeObjectURL(analyzeState.url);
     Object.assign(analyzeState, { faces: body.faces, image: body.image, url: URL.createObjectURL(file),
       name: file.name, message: body.message });

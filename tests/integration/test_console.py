@@ -90,7 +90,7 @@ def test_analyze_name_find_delete(browser, triton_settings, tmp_path, shared_dat
         assert [b.get_attribute("data-person") for b in boxes] == [f.person_id for f in expected.faces]
         assert len(css(browser, "#faces-table tbody tr")) == n
         tags = [b.text for b in boxes]
-        assert all("age " in t and ("male" in t) for t in tags), tags
+        assert all("age " in t and "male" in t and "quality 0." in t for t in tags), tags
         screenshot(browser, shots / "analyze.png")
 
         # keyboard only: Tab-focusable box, Enter opens the dialog, type, Enter saves
