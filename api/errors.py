@@ -56,6 +56,15 @@ class LowQualityFace(ApiError):
         self.code = self.CODES.get(reason, "low_quality_face")
 
 
+class UrlNotAllowed(ApiError):
+    """{"url": ...}: fetching switched off, host not allowed, or a private address."""
+    code = "url_not_allowed"
+
+
+class UrlFetchFailed(ApiError):
+    code = "url_fetch_failed"
+
+
 class InvalidField(ApiError):
     status, code = 422, "invalid_field"
 

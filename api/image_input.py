@@ -1,5 +1,5 @@
 """Where a request's photo comes from: a multipart `file` part, or an application/json body
-`{"image": "<base64>"}`. Either way the bytes go through the same upload checks
+`{"image": "<base64>"}` or, when enabled, `{"url": "https://..."}` (api.url_fetch). Either way the bytes go through the same upload checks
 (api.uploads.read_image: size, magic bytes, pixel count) before anything reaches Triton."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import io
 from fastapi import Request, UploadFile
 
 from api.errors import InvalidField, InvalidImage, PayloadTooLarge, UnsupportedMediaType
-from api.settings import UploadSettings
+from api.settings import UploadSettings, UrlFetchSettings
 from api.uploads import read_image
+from api.url_fetch import fetch_image
 
 JSON = "application/json"
 
@@ -46,13 +47,16 @@ async def decode_base64_image(value, limits: UploadSettings, field: str = "image
 
 
 async def image_bytes(request: Request, file: UploadFile | None, limits: UploadSettings,
-                      body: dict | None = None) -> bytes:
-    """The photo of a single-image request (multipart `file` or JSON `image`)."""
+                      body: dict | None = None, url_settings: UrlFetchSettings | None = None) -> bytes:
+    """The photo of a single-image request (multipart `file`, JSON `image` or JSON `url`)."""
     if file is not None:
         return await read_image(file, limits)
     if body is None and is_json(request):
         body = await json_body(request)
     if body is not None:
+        if "image" not in body and "url" in body and url_settings is not None:
+            data = await fetch_image(body["url"], url_settings)
+            return await read_image(UploadFile(io.BytesIO(data)), limits)
         if "image" not in body:
             raise InvalidField('image: required (base64 of the image file) in the JSON body')
         return await decode_base64_image(body["image"], limits)
@@ -64,7 +68,9 @@ async def image_bytes(request: Request, file: UploadFile | None, limits: UploadS
 
 def json_request_body(example: dict, required: list[str], extra_props: dict | None = None) -> dict:
     """OpenAPI for the JSON alternative, merged beside FastAPI's multipart schema."""
-    props = {"image": {"type": "string", "format": "byte", "description": "the image file, base64"}}
+    props = {"image": {"type": "string", "format": "byte", "description": "the image file, base64"},
+             "url": {"type": "string", "format": "uri", "description": "instead of image, when the server "
+                     "enables it (FA_URL_ENABLED): an http(s) URL on an allowed host"}}
     props.update(extra_props or {})
     return {"requestBody": {"content": {JSON: {
         "schema": {"type": "object", "required": required, "properties": props},

@@ -110,6 +110,19 @@ class UploadSettings(_Group):
     min_side: int = 16
 
 
+class UrlFetchSettings(_Group):
+    """{"url": ...} instead of an image on /analyze and /register: off unless enabled, only to
+    listed hosts, never to private, loopback or link-local addresses unless allowed."""
+
+    model_config = SettingsConfigDict(env_prefix="FA_URL_", extra="ignore")
+    enabled: bool = False
+    # comma list of host names; "*.example.com" also matches its subdomains
+    allowed_hosts: str = ""
+    allow_private: bool = False  # for tests and closed networks only
+    max_bytes: int = 10 * 1024 * 1024
+    timeout_s: float = 5.0
+
+
 class DetectionSettings(_Group):
     model_config = SettingsConfigDict(env_prefix="FA_DETECT_", extra="ignore")
     min_face_size: int = 0  # pixels in the original image; 0 = any size
@@ -176,6 +189,7 @@ class Settings(_Group):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     matching: MatchingSettings = Field(default_factory=MatchingSettings)
     upload: UploadSettings = Field(default_factory=UploadSettings)
+    url_fetch: UrlFetchSettings = Field(default_factory=UrlFetchSettings)
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     limits: RequestLimitSettings = Field(default_factory=RequestLimitSettings)

@@ -42,7 +42,7 @@ def photos(data: Path = DATA) -> list[Path]:
 
 
 def extract(rev: str, into: Path) -> Path:
-    blob = subprocess.run(["git", "archive", rev, "api", "pipeline", "face_analytics_client"],
+    blob = subprocess.run(["git", "archive", rev, "api", "pipeline", "db", "face_analytics_client"],
                           cwd=PROJECT_ROOT, capture_output=True, check=True).stdout
     with tarfile.open(fileobj=BytesIO(blob)) as tar:
         tar.extractall(into, filter="data")
@@ -57,7 +57,9 @@ def start_api(root: Path, grpc_url: str, data_dir: Path) -> tuple[subprocess.Pop
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
                              "--port", str(port), "--no-access-log", "--log-level", "warning"], env=env, cwd=root)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
+    for _ in range(1200):  # a busy machine can take minutes to import and start
+        if proc.poll() is not None:
+            break
         try:
             urllib.request.urlopen(url + "/health", timeout=2)
             return proc, url

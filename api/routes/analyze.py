@@ -43,11 +43,11 @@ async def respond(s: Services, analysis: Analysis, options: AnalyzeOptions) -> A
 
 
 @router.post("/analyze", response_model=AnalyzeResponse, summary="Analyse every face in a photo",
-             openapi_extra=json_request_body(JSON_EXAMPLE, ["image"]))
+             openapi_extra=json_request_body(JSON_EXAMPLE, []))
 async def analyze(request: Request, file: UploadFile | None = File(None, description=IMAGE_HELP),
                   options: AnalyzeOptions = Depends(analyze_options)):
     s = services(request)
-    data = await image_bytes(request, file, s.settings.upload)
+    data = await image_bytes(request, file, s.settings.upload, url_settings=s.settings.url_fetch)
     return await respond(s, await infer(s, data, options), options)
 
 

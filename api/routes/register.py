@@ -23,7 +23,7 @@ router = APIRouter()
                          "face_uncertain. The photo may also come as application/json "
                          '{"image": "<base64>", "person_name": "...", "largest_face": false}.',
              openapi_extra=json_request_body(
-                 {"image": "/9j/4AAQSkZJRgABAQAAAQABAAD...", "person_name": "John Doe"}, ["image", "person_name"],
+                 {"image": "/9j/4AAQSkZJRgABAQAAAQABAAD...", "person_name": "John Doe"}, ["person_name"],
                  {"person_name": {"type": "string", "minLength": 1, "maxLength": 100},
                   "largest_face": {"type": "boolean", "default": False}}))
 async def register(request: Request, file: UploadFile | None = File(None, description="the photo; or send JSON"),
@@ -37,7 +37,7 @@ async def register(request: Request, file: UploadFile | None = File(None, descri
     if person_name is None or not isinstance(person_name, str):
         raise InvalidField("person_name: required")
     name = clean_name(person_name)
-    data = await image_bytes(request, file, s.settings.upload, body)
+    data = await image_bytes(request, file, s.settings.upload, body, url_settings=s.settings.url_fetch)
     analysis = await s.inference.analyze(data)
     gate = s.settings.quality.register_min_score
     if analysis.faces and (len(analysis.faces) == 1 or largest_face):
