@@ -29,6 +29,12 @@ class InvalidImage(ApiError):
     code = "invalid_image"
 
 
+class ImageTooCostly(ApiError):
+    """Readable, but decoding it would cost too much (scans, header work, memory)."""
+
+    code = "image_too_costly"
+
+
 class UnsupportedMediaType(ApiError):
     status, code = 415, "unsupported_media_type"
 
@@ -81,6 +87,13 @@ class RateLimited(ApiError):
     status, code = 429, "rate_limited"
 
 
+class Overloaded(ApiError):
+    """This worker already has its share of image requests in flight: come back shortly."""
+
+    status, code = 503, "overloaded"
+    retry_after = 1
+
+
 class InferenceUnavailable(ApiError):
     status, code = 503, "inference_unavailable"
 
@@ -89,14 +102,47 @@ class DatabaseUnavailable(ApiError):
     status, code = 503, "database_unavailable"
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"success": False, "error": code, "message": message}, status_code=status)
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"success": False, "error": code, "message": message}, status_code=status,
+                        headers=headers)
+
+
+def api_error_response(exc: ApiError) -> JSONResponse:
+    retry = getattr(exc, "retry_after", None)
+    return error_response(exc.status, exc.code, exc.message,
+                          {"Retry-After": str(retry)} if retry is not None else None)
+
+
+class ContainErrors:
+    """Outermost ASGI wrapper: an exception that escapes the app (Starlette re-raises after its
+    500 handler, so uvicorn would log a full traceback, locals and all) is logged as one line
+    and answered with the JSON 500 if nothing was sent yet."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            log.error("unhandled %s on %s %s", type(exc).__name__, scope.get("method"), scope.get("path"))
+            if not started:
+                await error_response(500, "internal_error", "internal error")(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message)
+        return api_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):

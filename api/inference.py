@@ -36,6 +36,7 @@ class Analysis:
     faces: list[Face]
     width: int
     height: int
+    faces_limited_to: int | None = None  # set when the photo had more faces than max_faces
 
 
 def _channel_args(settings: TritonSettings) -> list[tuple[str, object]] | None:
@@ -92,15 +93,20 @@ class InferenceClient:
         image = grpcaio.InferInput(C.PL_IMAGE, [1, 1], "BYTES")
         image.set_data_from_numpy(np.array([[data]], dtype=np.object_))
         inputs = [image]
-        for name, value in ((C.PL_MIN_FACE_SIZE, min_face_size), (C.PL_MAX_FACES, max_faces)):
+        # one more than the cap: the largest N are kept, and the extra one tells us it applied
+        ask = max_faces + 1 if max_faces else 0
+        for name, value in ((C.PL_MIN_FACE_SIZE, min_face_size), (C.PL_MAX_FACES, ask)):
             if value:
                 t = grpcaio.InferInput(name, [1, 1], "INT32")
                 t.set_data_from_numpy(np.array([[value]], np.int32))
                 inputs.append(t)
         started = time.perf_counter()
         try:
+            # `timeout` (microseconds) is the server-side queue deadline: Triton drops a request
+            # still queued when the API has given up on it instead of working on it anyway
             result = await self.client.infer(self.settings.pipeline_model, inputs, outputs=self.outputs,
-                                             client_timeout=self.settings.timeout_s)
+                                             client_timeout=self.settings.timeout_s,
+                                             timeout=int(self.settings.timeout_s * 1e6))
         except InferenceServerException as exc:
             message = exc.message() or ""
             if C.INVALID_IMAGE_PREFIX in message:
@@ -117,6 +123,8 @@ class InferenceClient:
             for i in range(len(out[C.PL_BOXES]))
         ]
         w, h = (int(v) for v in out[C.PL_IMAGE_SIZE])
+        if max_faces and len(faces) > max_faces:
+            return Analysis(faces[:max_faces], w, h, faces_limited_to=max_faces)  # largest first
         return Analysis(faces, w, h)
 
     async def embed_chips(self, chips: np.ndarray) -> np.ndarray:
@@ -150,13 +158,17 @@ class InferenceClient:
         return out
 
     async def model_status(self, client: grpcaio.InferenceServerClient | None = None) -> dict[str, dict]:
-        """Readiness and served version (with its MLflow provenance) of each model."""
+        """Readiness and served version (with its MLflow provenance) of each model, asked
+        of all three at once so a hung Triton costs one 2 s deadline, not six."""
         client = client or self.client
-        status = {}
-        for name in (self.settings.detector_model, self.settings.multitask_model,
-                     self.settings.pipeline_model):
-            entry = {"ready": False, "version": None, "mlflow_version": None}
-            try:
+        names = (self.settings.detector_model, self.settings.multitask_model, self.settings.pipeline_model)
+        entries = await asyncio.gather(*(self._model_status(client, n) for n in names))
+        return dict(zip(names, entries))
+
+    async def _model_status(self, client: grpcaio.InferenceServerClient, name: str) -> dict:
+        entry = {"ready": False, "version": None, "mlflow_version": None}
+        try:
+            async with asyncio.timeout(2.5):
                 entry["ready"] = await client.is_model_ready(name, client_timeout=2)
                 if entry["ready"]:
                     cfg = (await client.get_model_config(name, as_json=True, client_timeout=2))["config"]
@@ -164,7 +176,6 @@ class InferenceClient:
                     entry["version"] = str(versions[0]) if versions else "1"
                     params = cfg.get("parameters", {})
                     entry["mlflow_version"] = params.get("mlflow_version", {}).get("string_value")
-            except Exception:  # noqa: BLE001 - any failure means "not ready", reported as such
-                entry["ready"] = False
-            status[name] = entry
-        return status
+        except Exception:  # noqa: BLE001 - any failure means "not ready", reported as such
+            entry["ready"] = False
+        return entry

@@ -8,12 +8,13 @@ import datetime as dt
 import logging
 import time
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from api import errors, metrics
-from api.auth import Buckets, require_api_key
+from api.admission import Admission
+from api.auth import AuthGate
 from api.errors import DatabaseUnavailable, error_response
 from api.identity import IdentityService
 from api.inference import InferenceClient
@@ -32,7 +33,11 @@ the service remembers under a stable `unknown_<unix ts>_<4 digits>` id. Errors a
 
 
 class BodySizeLimit:
-    """Refuse bodies over the limit while they stream in, before they are buffered."""
+    """Refuse bodies over the limit while they stream in, before they are buffered.
+
+    A chunked body has no Content-Length: when it crosses the limit, reading stops and
+    whatever the app answers (the form parser turns the error into a 400) is replaced by 413.
+    """
 
     def __init__(self, app, max_bytes: int, batch_images: int = 1):
         self.app, self.max_bytes, self.batch_images = app, max_bytes, batch_images
@@ -51,18 +56,33 @@ class BodySizeLimit:
             return await error_response(413, "payload_too_large",
                                         f"the request is larger than the limit of {self.max_bytes} bytes"
                                         )(scope, receive, send)
-        seen = 0
+        seen, too_large, answered = 0, False, False
+        message_413 = f"the request is larger than the limit of {self.max_bytes} bytes"
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise errors.PayloadTooLarge(f"the request is larger than the limit of {self.max_bytes} bytes")
+                    too_large = True
+                    metrics.REJECTED.labels("payload_too_large").inc()
+                    raise errors.PayloadTooLarge(message_413)
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def guarded_send(message):
+            nonlocal answered
+            if not too_large:
+                return await send(message)
+            if message["type"] == "http.response.start" and not answered:
+                answered = True
+                await error_response(413, "payload_too_large", message_413)(scope, receive, send)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except errors.PayloadTooLarge:
+            if not answered:
+                await error_response(413, "payload_too_large", message_413)(scope, receive, send)
 
 
 async def _maintain(app: FastAPI, s: Services, ready: bool) -> None:
@@ -126,20 +146,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Face Analytics API", version="1.0.0", description=DESCRIPTION,
                   lifespan=lifespan)
     errors.install(app)
-    app.state.buckets = Buckets(settings.auth.rate_limit_per_minute)
-    protected = [Depends(require_api_key)]
     for module in (analyze, register, stats, health, persons):
-        app.include_router(module.router, dependencies=protected)
+        app.include_router(module.router)
 
     # the web console: static files only; it sends the API key itself (see api/ui/app.js)
     app.mount("/ui", StaticFiles(directory=PROJECT_ROOT / "api" / "ui", html=True), name="ui")
 
     @app.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics(request: Request):
-        if settings.auth.protect_metrics:
-            await require_api_key(request)
+    async def prometheus_metrics():
         body, ctype = metrics.render(settings.prometheus.multiproc_dir)
         return Response(body, media_type=ctype)
+
+    # Outermost last. Everything that refuses a request (size, key, rate, load) does so from
+    # the request line and headers, before the body is read or a thread is spent on it.
+    app.add_middleware(Admission, settings=settings.admission)
+    app.add_middleware(AuthGate, auth=settings.auth)
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
@@ -154,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.upload.max_bytes,
                        batch_images=settings.limits.batch_max_images)
+    app.add_middleware(errors.ContainErrors)
     return app
 
 

@@ -27,3 +27,5 @@ def render(multiprocess_dir: str | None) -> tuple[bytes, str]:
     from prometheus_client import REGISTRY
 
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+REJECTED = Counter("face_api_rejected_total", "requests refused before any work", ["reason"])

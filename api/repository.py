@@ -4,6 +4,13 @@ SQLite (aiosqlite) embedded when MYSQL_HOST is unset. Parameterised SQL only.
 Writes that belong together run in one transaction under the gallery lock (a MySQL named
 lock, or SQLite's immediate write lock), so concurrent workers never create the same
 unknown person twice and a failed request leaves no partial rows.
+
+Every wait is bounded (FA_DB_*): pool checkout, each statement, the gallery lock. A database
+that stops answering without closing its sockets costs one request the query timeout, and
+then every request fails fast with 503 (HangBreaker) while one probe at a time finds out
+whether it is back. MySQL's GET_LOCK has no lease of its own: a session that holds it idle
+for longer than the lease (a hung or frozen client whose TCP connection stays up) is killed
+by the next waiter, which ends its session, rolls its transaction back and frees the lock.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import contextlib
 import datetime as dt
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +32,7 @@ from api.settings import Settings
 from db import schema
 
 LOCK_NAME = "face_analytics_gallery"
+log = logging.getLogger("api.repository")
 
 # The drivers' debug logs print SQL parameters (names, embeddings): never let them through,
 # whatever level the application runs at.
@@ -43,10 +52,11 @@ def _db_errors():
 
 
 class Tx:
-    """A transaction: execute/fetch with %s placeholders on either dialect."""
+    """A transaction: execute/fetch with %s placeholders on either dialect, each statement
+    bounded by `timeout` seconds (None: SQLite, whose waits are bounded by busy_timeout)."""
 
-    def __init__(self, cursor, dialect: str):
-        self.cur, self.dialect = cursor, dialect
+    def __init__(self, cursor, dialect: str, timeout: float | None = None):
+        self.cur, self.dialect, self.timeout = cursor, dialect, timeout
 
     def _sql(self, sql: str) -> str:
         return sql.replace("%s", "?") if self.dialect == "sqlite" else sql
@@ -56,20 +66,22 @@ class Tx:
             return v.isoformat(sep=" ", timespec="microseconds")
         return v
 
-    async def execute(self, sql: str, params: Sequence = ()) -> int:
-        await self.cur.execute(self._sql(sql), tuple(self._param(p) for p in params))
+    async def execute(self, sql: str, params: Sequence = (), timeout: float | None = None) -> int:
+        async with asyncio.timeout(timeout or self.timeout):
+            await self.cur.execute(self._sql(sql), tuple(self._param(p) for p in params))
         return self.cur.rowcount
 
     async def executemany(self, sql: str, rows: Sequence[Sequence]) -> None:
         if rows:
-            await self.cur.executemany(self._sql(sql), [tuple(self._param(p) for p in r) for r in rows])
+            async with asyncio.timeout(self.timeout):
+                await self.cur.executemany(self._sql(sql), [tuple(self._param(p) for p in r) for r in rows])
 
     async def fetchall(self, sql: str, params: Sequence = ()) -> list[tuple]:
         await self.execute(sql, params)
         return list(await self.cur.fetchall())
 
-    async def fetchone(self, sql: str, params: Sequence = ()):
-        await self.execute(sql, params)
+    async def fetchone(self, sql: str, params: Sequence = (), timeout: float | None = None):
+        await self.execute(sql, params, timeout)
         return await self.cur.fetchone()
 
 
@@ -88,18 +100,20 @@ class Database:
 class SQLiteDatabase(Database):
     dialect = "sqlite"
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, lock_wait_s: float = 10.0):
+        self.path, self.lock_wait_s = path, lock_wait_s
         self.conn = None
         self.lock = asyncio.Lock()  # one connection per worker: one transaction at a time
 
     async def start(self) -> None:
         import aiosqlite
 
+        if self.conn is not None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=15)
+        self.conn = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=self.lock_wait_s)
         await self.conn.execute("PRAGMA journal_mode=WAL")
-        await self.conn.execute("PRAGMA busy_timeout=15000")
+        await self.conn.execute(f"PRAGMA busy_timeout={int(self.lock_wait_s * 1000)}")
         await self.conn.execute("PRAGMA foreign_keys=ON")
 
     async def close(self) -> None:
@@ -111,36 +125,55 @@ class SQLiteDatabase(Database):
     async def transaction(self, locked: bool = False) -> AsyncIterator[Tx]:
         if self.conn is None:
             raise DatabaseUnavailable("the database is not connected")
-        async with self.lock:
+        async with asyncio.timeout(self.lock_wait_s):
+            await self.lock.acquire()
+        try:
             cur = await self.conn.cursor()
-            # IMMEDIATE takes the write lock up front: it is the cross-process gallery lock
-            await cur.execute("BEGIN IMMEDIATE" if locked else "BEGIN")
             try:
-                yield Tx(cur, self.dialect)
-            except BaseException:
-                await cur.execute("ROLLBACK")
-                raise
-            else:
-                await cur.execute("COMMIT")
+                # IMMEDIATE takes the write lock up front: it is the cross-process gallery lock
+                await cur.execute("BEGIN IMMEDIATE" if locked else "BEGIN")
+                try:
+                    yield Tx(cur, self.dialect)
+                except BaseException:
+                    await cur.execute("ROLLBACK")
+                    raise
+                try:
+                    await cur.execute("COMMIT")
+                except BaseException:
+                    # a failed COMMIT (deferred constraint, I/O error) leaves the transaction
+                    # open: without this every later BEGIN on this connection would fail
+                    with contextlib.suppress(Exception):
+                        await cur.execute("ROLLBACK")
+                    raise
             finally:
                 await cur.close()
+        finally:
+            self.lock.release()
 
 
 class MySQLDatabase(Database):
     dialect = "mysql"
 
     def __init__(self, settings: Settings):
-        self.s = settings.mysql
+        self.s, self.limits = settings.mysql, settings.database
         self.pool = None
+        self._starting = asyncio.Lock()
 
     async def start(self) -> None:
         import aiomysql
 
-        self.pool = await aiomysql.create_pool(
-            host=self.s.host, port=self.s.port, user=self.s.user, password=self.s.password,
-            db=self.s.database, minsize=self.s.pool_min, maxsize=self.s.pool_max,
-            connect_timeout=self.s.connect_timeout_s, autocommit=False, charset="utf8mb4",
-            pool_recycle=300)
+        async with self._starting:  # one pool per worker, however many callers retry at once
+            if self.pool is not None:
+                return
+            # minsize 0: creating the pool opens nothing, so a failed start leaks no connection;
+            # the caller's first transaction (migrate) proves the database is there
+            self.pool = await aiomysql.create_pool(
+                host=self.s.host, port=self.s.port, user=self.s.user, password=self.s.password,
+                db=self.s.database, minsize=0, maxsize=self.s.pool_max,
+                connect_timeout=self.s.connect_timeout_s, autocommit=False, charset="utf8mb4",
+                pool_recycle=300,
+                # row-lock waits end server-side too, not only at our client-side deadline
+                init_command=f"SET SESSION innodb_lock_wait_timeout={max(1, int(self.limits.lock_wait_s))}")
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -148,36 +181,68 @@ class MySQLDatabase(Database):
             await self.pool.wait_closed()
             self.pool = None
 
+    async def _take_gallery_lock(self, tx: Tx) -> None:
+        wait, lease = self.limits.lock_wait_s, self.limits.lock_lease_s
+        for attempt in range(2):
+            row = await tx.fetchone("SELECT GET_LOCK(%s, %s)", (LOCK_NAME, wait), timeout=wait + tx.timeout)
+            if row[0] == 1:
+                return
+            if attempt:
+                break
+            # The lease: our holders never sit idle inside the locked transaction, so a holder
+            # asleep for longer than the lease is hung; ending its session frees the lock.
+            holder = await tx.fetchone(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = IS_USED_LOCK(%s)"
+                " AND COMMAND = 'Sleep' AND TIME >= %s", (LOCK_NAME, lease))
+            if holder is None:
+                break
+            log.warning("database session %s held the gallery lock idle for over %ss: killing it",
+                        holder[0], lease)
+            with contextlib.suppress(*_db_errors()[:2]):  # it may have ended by itself meanwhile
+                await tx.execute("KILL CONNECTION %s", (int(holder[0]),))
+        raise DatabaseUnavailable("timed out waiting for the gallery lock; retry shortly")
+
     @contextlib.asynccontextmanager
     async def transaction(self, locked: bool = False) -> AsyncIterator[Tx]:
         if self.pool is None:
             await self.start()
-        async with asyncio.timeout(self.s.connect_timeout_s * 4):
+        timeout = self.limits.query_timeout_s
+        async with asyncio.timeout(timeout):
             conn = await self.pool.acquire()
+        healthy = False
         try:
-            await conn.ping(reconnect=True)  # a pooled connection may predate a server restart
+            async with asyncio.timeout(timeout):
+                await conn.ping(reconnect=True)  # a pooled connection may predate a server restart
             cur = await conn.cursor()
+            tx = Tx(cur, self.dialect, timeout)
             if locked:
-                await cur.execute("SELECT GET_LOCK(%s, 15)", (LOCK_NAME,))
-                if (await cur.fetchone())[0] != 1:
-                    raise DatabaseUnavailable("timed out waiting for the gallery lock")
+                await self._take_gallery_lock(tx)
             try:
-                await conn.begin()
-                yield Tx(cur, self.dialect)
+                async with asyncio.timeout(timeout):
+                    await conn.begin()
+                yield tx
+                async with asyncio.timeout(timeout):
+                    await conn.commit()
+            except _db_errors():
+                raise  # the connection is closed below: the server rolls back and unlocks
             except BaseException:
-                await conn.rollback()
-                raise
-            else:
-                await conn.commit()
-            finally:
+                async with asyncio.timeout(timeout):
+                    await conn.rollback()
                 if locked:
-                    await cur.execute("SELECT RELEASE_LOCK(%s)", (LOCK_NAME,))
-                await cur.close()
-        except _db_errors():
-            conn.close()  # broken: don't hand it out again
-            raise
+                    await tx.execute("SELECT RELEASE_LOCK(%s)", (LOCK_NAME,))
+                healthy = True
+                raise
+            if locked:
+                await tx.execute("SELECT RELEASE_LOCK(%s)", (LOCK_NAME,))
+            await cur.close()
+            healthy = True
         finally:
+            if not healthy and not conn.closed:
+                conn.close()  # broken or mid-statement: never hand it out again
             self.pool.release(conn)
+            if conn.closed:
+                # aiomysql 0.3.2 does not wake pool waiters when a closed connection comes back
+                asyncio.ensure_future(self.pool._wakeup())
 
 
 @dataclass
@@ -196,13 +261,37 @@ def _emb(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, np.float32)
 
 
+class HangBreaker:
+    """After a database call times out, fail fast instead of letting every request wait out
+    its own timeout; one caller at a time (every `retry_s`) probes whether it answers again."""
+
+    def __init__(self, retry_s: float):
+        self.retry_s = retry_s
+        self.open_until: float | None = None
+        self.probing = False
+
+    def admit(self) -> bool:
+        """True if this caller may use the database (normal, or it is the probe)."""
+        if self.open_until is None:
+            return True
+        if self.probing or time.monotonic() < self.open_until:
+            return False
+        self.probing = True
+        return True
+
+    def record(self, hung: bool) -> None:
+        self.probing = False
+        self.open_until = time.monotonic() + self.retry_s if hung else None
+
+
 class Repository:
     def __init__(self, settings: Settings):
         self.settings = settings
         if settings.mysql.host:
             self.db: Database = MySQLDatabase(settings)
         else:
-            self.db = SQLiteDatabase(settings.sqlite_path)
+            self.db = SQLiteDatabase(settings.sqlite_path, settings.database.lock_wait_s)
+        self.breaker = HangBreaker(settings.database.hang_retry_s)
 
     @property
     def dialect(self) -> str:
@@ -210,8 +299,9 @@ class Repository:
 
     async def start(self) -> None:
         try:
-            await self.db.start()
-            await self.migrate()
+            async with asyncio.timeout(self.settings.database.query_timeout_s * 3):
+                await self.db.start()
+                await self.migrate()
         except _db_errors() as exc:
             raise DatabaseUnavailable(f"cannot reach the database ({type(exc).__name__})") from None
 
@@ -220,11 +310,19 @@ class Repository:
 
     @contextlib.asynccontextmanager
     async def transaction(self, locked: bool = False) -> AsyncIterator[Tx]:
+        if not self.breaker.admit():
+            raise DatabaseUnavailable("the database is not answering; retry shortly")
+        hung = False
         try:
             async with self.db.transaction(locked) as tx:
                 yield tx
+        except TimeoutError:
+            hung = True
+            raise DatabaseUnavailable("the database did not answer in time; retry shortly") from None
         except _db_errors():
             raise DatabaseUnavailable("the database is unavailable; retry shortly") from None
+        finally:
+            self.breaker.record(hung)
 
     async def migrate(self) -> None:
         async with self.db.transaction(locked=True) as tx:

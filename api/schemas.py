@@ -79,6 +79,17 @@ class AnalyzeResponse(BaseModel):
     faces: list[FaceOut]
     message: str
     image: dict[str, int] | None = None
+    faces_limited_to: int | None = Field(
+        None, description="present only when the photo had more faces than FA_DETECT_MAX_FACES:"
+                          " the largest this many were analysed and stored, the rest ignored")
+
+    @model_serializer(mode="wrap")
+    def _omit_unapplied_limit(self, handler):
+        # the default response stays exactly the contract's; the field appears only when it applies
+        body = handler(self)
+        if body.get("faces_limited_to") is None:
+            body.pop("faces_limited_to", None)
+        return body
 
 
 class BatchItemError(BaseModel):

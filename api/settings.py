@@ -90,6 +90,14 @@ class DatabaseSettings(_Group):
     model_config = SettingsConfigDict(env_prefix="FA_DB_", extra="ignore")
     sqlite_path: Path | None = None  # default: FA_DATA_DIR/face_analytics.sqlite3
     store_original_image: bool = False  # known_faces.image_data; only the face crop by default
+    # every statement and pool checkout; past it the connection is dropped and the request gets 503
+    query_timeout_s: float = 5.0
+    # waiting for the gallery lock (MySQL GET_LOCK, SQLite busy timeout) and InnoDB row locks
+    lock_wait_s: float = 10.0
+    # a session holding the MySQL gallery lock idle this long is hung: the next waiter kills it
+    lock_lease_s: float = 15.0
+    # after a timeout, requests fail fast with 503; one probe per interval checks the database
+    hang_retry_s: float = 2.0
 
 
 class MatchingSettings(_Group):
@@ -108,6 +116,12 @@ class UploadSettings(_Group):
     max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
     min_side: int = 16
+    # progressive/multi-scan JPEGs: each scan is a pass over the whole image (libjpeg-turbo #284)
+    max_jpeg_scans: int = 64
+    # estimated peak memory of one decode (pixels, RGB copy, JPEG coefficient buffer)
+    max_decode_bytes: int = 320_000_000
+    # header checks run in threads; at most this many at once per worker
+    check_threads: int = 4
 
 
 class UrlFetchSettings(_Group):
@@ -126,7 +140,9 @@ class UrlFetchSettings(_Group):
 class DetectionSettings(_Group):
     model_config = SettingsConfigDict(env_prefix="FA_DETECT_", extra="ignore")
     min_face_size: int = 0  # pixels in the original image; 0 = any size
-    max_faces: int = 0  # 0 = no limit
+    # the largest N faces of a photo are analysed and stored; the response says when it applied
+    # (Rekognition indexes at most 100 too). 0 = no limit.
+    max_faces: int = 100
 
 
 class QualitySettings(_Group):
@@ -161,9 +177,26 @@ class AuthSettings(_Group):
     enabled: bool = False
     # comma-separated sha256 hex digests of accepted API keys (never the keys themselves)
     key_hashes: str = ""
+    # tokens per minute per key and worker; /analyze and /register cost image_request_cost
     rate_limit_per_minute: int = 600
+    rate_limit_burst: int = 60  # bucket size: the most a key can spend at once
+    image_request_cost: int = 5
+    # requests without a valid key (open endpoints, failed auth), per client address and worker
+    anonymous_rate_limit_per_minute: int = 60
+    key_cache_s: float = 60.0  # how long a key found in the api_keys table is trusted without a query
     protect_health: bool = False
     protect_metrics: bool = False
+
+
+class AdmissionSettings(_Group):
+    """Bounded work per worker: image requests beyond max_inflight wait (at most max_waiting
+    of them, for at most max_wait_s), the rest get 503 with Retry-After at once."""
+
+    model_config = SettingsConfigDict(env_prefix="FA_ADMISSION_", extra="ignore")
+    max_inflight: int = 8
+    max_waiting: int = 64
+    max_wait_s: float = 20.0
+    retry_after_s: int = 1
 
 
 class ServerSettings(_Group):
@@ -173,6 +206,11 @@ class ServerSettings(_Group):
     workers: int = 1
     log_level: str = "info"
     retention_days: int = 0  # purge unknown people not seen for N days; 0 = keep
+    health_cache_s: float = 2.0  # /health answers from a cache refreshed at most this often
+    # uvicorn: open connections per worker before it answers 503 itself (last line of defence
+    # behind admission control), and how long an idle keep-alive connection is kept
+    limit_concurrency: int = 512
+    timeout_keep_alive_s: int = 5
 
 
 class PrometheusSettings(_Group):
@@ -194,6 +232,7 @@ class Settings(_Group):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     limits: RequestLimitSettings = Field(default_factory=RequestLimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
 

@@ -43,6 +43,13 @@ class Tuning:
     pipeline_instances: int = 3
     pipeline_queue_delay_us: int = 1000
     ort_threads: int = 1
+    # Bounded queues: past max_queue_size Triton refuses at once (the API answers 503), and a
+    # request that waited longer than the timeout is dropped, not run for a client that has
+    # gone (the API passes its own deadline per request, allow_timeout_override).
+    pipeline_max_queue: int = 64
+    model_max_queue: int = 64
+    pipeline_queue_timeout_us: int = 15_000_000
+    model_queue_timeout_us: int = 10_000_000
     detector_size: int = C.DETECTOR_SIZE
     score_threshold: float = SCORE_THRESHOLD
     # small faces: the smallest face the detection plan covers (px of the original photo), the
@@ -56,6 +63,14 @@ class Tuning:
     tensorrt: bool = True
     gpu_instances: int = 2  # per GPU: overlaps transfers with compute (optimization.md)
     trt_cache_dir: str = "/trt-cache"  # a writable volume: engines survive restarts
+
+
+def _bound_queue(cfg: pb.ModelConfig, max_size: int, timeout_us: int) -> None:
+    policy = cfg.dynamic_batching.default_queue_policy
+    policy.max_queue_size = max_size
+    policy.default_timeout_microseconds = timeout_us
+    policy.timeout_action = pb.ModelQueuePolicy.REJECT
+    policy.allow_timeout_override = True
 
 
 def _io(name: str, dtype: int, dims: list[int], optional: bool = False):
@@ -77,6 +92,7 @@ def _model(name: str, target: str, max_batch: int, preferred: tuple[int, ...], v
     # serve exactly the production version: a rollback to a lower version must win over "latest"
     cfg.version_policy.specific.versions.append(version)
     cfg.dynamic_batching.max_queue_delay_microseconds = t.max_queue_delay_us
+    _bound_queue(cfg, t.model_max_queue, t.model_queue_timeout_us)
     if target == "gpu":
         _gpu(cfg, version, inputs, t, int8)
     else:
@@ -176,6 +192,7 @@ def pipeline_config(t: Tuning = Tuning(), max_pixels: int = 40_000_000) -> pb.Mo
         pb.ModelOutput(name=C.PL_IMAGE_SIZE, data_type=INT32, dims=[2]),
     ])
     cfg.dynamic_batching.max_queue_delay_microseconds = t.pipeline_queue_delay_us
+    _bound_queue(cfg, t.pipeline_max_queue, t.pipeline_queue_timeout_us)
     # several instances: some decode/align while others wait on the detector or multitask
     cfg.instance_group.add(count=t.pipeline_instances, kind=pb.ModelInstanceGroup.KIND_CPU)
     _params(cfg, {

@@ -38,7 +38,9 @@ async def respond(s: Services, analysis: Analysis, options: AnalyzeOptions) -> A
     identified = await s.identity.identify(analysis, options.threshold, [q.overall >= gate for q in qualities])
     faces = [face_out(r, q, gate, options.include) for r, q in zip(identified, qualities)]
     message = f"Successfully analyzed {len(faces)} face(s)" if faces else "No faces detected in the image"
-    return AnalyzeResponse(faces=faces, message=message,
+    if analysis.faces_limited_to:
+        message += f" (the {analysis.faces_limited_to} largest; more were detected)"
+    return AnalyzeResponse(faces=faces, message=message, faces_limited_to=analysis.faces_limited_to,
                            image={"width": analysis.width, "height": analysis.height})
 
 

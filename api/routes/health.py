@@ -3,35 +3,70 @@
 With several Triton replicas (TRITON_GRPC_URL dns:///... or a list) it also lists the model
 versions each replica serves and flags a skew: replicas serving different versions, as
 while a publish goes round. A skew is reported, not counted as degraded: it is expected
-for the seconds a publish takes (docs/kubernetes.md)."""
+for the seconds a publish takes (docs/kubernetes.md).
+
+Answered from a per-worker cache refreshed at most every FA_HEALTH_CACHE_S: a flood of /health
+calls costs one round of Triton and database checks per interval, and while a refresh waits
+on a part that hangs, callers get the last answer after 0.5 s instead of waiting with it.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.routes.common import services
+from api.routes.common import Services, services
 from api.schemas import HealthResponse
 
 router = APIRouter()
+STALE_AFTER_S = 0.5
+
+
+class HealthCache:
+    def __init__(self, ttl_s: float):
+        self.ttl_s = ttl_s
+        self.body: tuple[int, dict] | None = None
+        self.at = float("-inf")
+        self.refresh: asyncio.Task | None = None
+
+    async def get(self, s: Services) -> tuple[int, dict]:
+        if self.body is not None and time.monotonic() - self.at < self.ttl_s:
+            return self.body
+        if self.refresh is None or self.refresh.done():
+            self.refresh = asyncio.create_task(self._compute(s))
+        if self.body is None:
+            return await asyncio.shield(self.refresh)
+        # a fresh answer if the parts answer promptly, else the last one while the refresh runs
+        done, _ = await asyncio.wait({self.refresh}, timeout=STALE_AFTER_S)
+        return self.refresh.result() if done else self.body
+
+    async def _compute(self, s: Services) -> tuple[int, dict]:
+        models, db_ok, replicas = await asyncio.gather(s.inference.model_status(), s.repo.ping(),
+                                                       s.inference.replica_status())
+        t = s.settings.triton
+        detector_ok = models[t.detector_model]["ready"] and models[t.pipeline_model]["ready"]
+        analytics_ok = models[t.multitask_model]["ready"]
+        services_ = {"face_detector": detector_ok, "face_analytics": analytics_ok, "database": db_ok}
+        up = sum(services_.values())
+        status = "healthy" if up == 3 else ("unhealthy" if up == 0 else "degraded")
+        body = HealthResponse(status=status, services=services_, models=models,
+                              replicas=_versions(replicas), version_skew=_skew(replicas)).model_dump()
+        self.body, self.at = (200 if status == "healthy" else 503, body), time.monotonic()
+        return self.body
 
 
 @router.get("/health", response_model=HealthResponse, summary="Health of the service and its parts",
             responses={503: {"model": HealthResponse}})
 async def health(request: Request):
     s = services(request)
-    models = await s.inference.model_status()
-    db_ok = await s.repo.ping()
-    t = s.settings.triton
-    detector_ok = models[t.detector_model]["ready"] and models[t.pipeline_model]["ready"]
-    analytics_ok = models[t.multitask_model]["ready"]
-    services_ = {"face_detector": detector_ok, "face_analytics": analytics_ok, "database": db_ok}
-    up = sum(services_.values())
-    status = "healthy" if up == 3 else ("unhealthy" if up == 0 else "degraded")
-    replicas = await s.inference.replica_status()
-    body = HealthResponse(status=status, services=services_, models=models,
-                          replicas=_versions(replicas), version_skew=_skew(replicas)).model_dump()
-    return JSONResponse(body, status_code=200 if status == "healthy" else 503)
+    state = request.app.state
+    if getattr(state, "health_cache", None) is None:
+        state.health_cache = HealthCache(s.settings.server.health_cache_s)
+    code, body = await state.health_cache.get(s)
+    return JSONResponse(body, status_code=code)
 
 
 def _versions(replicas: dict[str, dict[str, dict]]) -> dict[str, dict[str, str | None]]:

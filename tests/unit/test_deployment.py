@@ -254,3 +254,4 @@ def test_the_published_pipeline_is_readable_by_another_uid(tmp_path):
         assert mode & 0o004, path  # others may read
         if path.is_dir():
             assert mode & 0o001, path
+

@@ -92,3 +92,13 @@ def test_quantised_graphs_are_told_apart(tmp_path):
                           "g", [x], [y], initializer=[scale, zero])
     onnx.save(helper.make_model(q), tmp_path / "int8.onnx")
     assert tc.has_qdq(tmp_path / "int8.onnx") and not tc.has_qdq(tmp_path / "fp32.onnx")
+
+
+def test_every_queue_is_bounded_and_drops_requests_that_waited_too_long():
+    configs = [tc.pipeline_config()] + [build(target, 1, PROV) for build in (tc.detector_config, tc.multitask_config)
+                                        for target in tc.TARGETS]
+    for cfg in (tc.parse_pbtxt(tc.to_pbtxt(c)) for c in configs):
+        policy = cfg.dynamic_batching.default_queue_policy
+        assert 0 < policy.max_queue_size <= 256, cfg.name
+        assert 0 < policy.default_timeout_microseconds <= 15_000_000, cfg.name
+        assert policy.timeout_action == pb.ModelQueuePolicy.REJECT and policy.allow_timeout_override

@@ -36,6 +36,21 @@ def _optional_int(request, name):
     return 0 if t is None else int(t.as_numpy().reshape(-1)[0])
 
 
+def _cancelled(request):
+    try:
+        return request.is_cancelled()
+    except Exception:  # noqa: BLE001 - a backend without cancellation support
+        return False
+
+
+def _error(message, code=None):
+    try:
+        err = pb_utils.TritonError(message, getattr(pb_utils.TritonError, code)) if code else pb_utils.TritonError(message)
+    except (AttributeError, TypeError):
+        err = pb_utils.TritonError(message)
+    return pb_utils.InferenceResponse(error=err)
+
+
 async def _bls(model, inputs, output_names):
     # CPU outputs: a KIND_GPU onnxruntime model otherwise answers in GPU memory, where
     # as_numpy() raises "Tensor is stored in GPU and cannot be converted to NumPy"
@@ -68,9 +83,14 @@ class TritonPythonModel:
         self.det_inflight = int(params.get("detector_requests_in_flight", "4"))
 
     async def execute(self, requests):
+        """Each request succeeds or fails on its own: a corrupt image, a decode that runs out of
+        memory, or a sub-model call that fails for the batch never costs the others their answer."""
         responses = [None] * len(requests)
         photos, jobs = [], []
         for i, request in enumerate(requests):
+            if _cancelled(request):  # the client gave up while this waited in the queue
+                responses[i] = _error("cancelled by the client", "CANCELLED")
+                continue
             data = pb_utils.get_input_tensor_by_name(request, C.PL_IMAGE).as_numpy().reshape(-1)[0]
             try:
                 photo = open_photo(bytes(data), self.max_pixels,
@@ -78,18 +98,27 @@ class TritonPythonModel:
                                    max_faces=_optional_int(request, C.PL_MAX_FACES),
                                    promise=self.min_face, size=self.size, tile=self.tile)
             except ImageDecodeError as exc:
-                responses[i] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(C.INVALID_IMAGE_PREFIX + str(exc)))
+                responses[i] = _error(C.INVALID_IMAGE_PREFIX + str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - e.g. MemoryError: this request only
+                responses[i] = _error(f"decoding failed: {type(exc).__name__}")
                 continue
             photos.append(photo)
             jobs.append(i)
         if jobs:
             try:
-                for i, out in zip(jobs, await self._analyze(photos)):
-                    responses[i] = pb_utils.InferenceResponse(output_tensors=out)
-            except pb_utils.TritonModelException as exc:
-                for i in jobs:
-                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
+                outs = await self._analyze(photos)
+            except Exception:  # noqa: BLE001 - find the culprit: each request again, on its own
+                outs = []
+                for photo in photos:
+                    photo.candidates.clear()  # drop what the failed batch collected
+                    try:
+                        outs.append((await self._analyze([photo]))[0])
+                    except Exception as exc:  # noqa: BLE001
+                        outs.append(exc)
+            for i, out in zip(jobs, outs):
+                responses[i] = (_error(str(out)) if isinstance(out, Exception)
+                                else pb_utils.InferenceResponse(output_tensors=out))
         return responses
 
     async def _detect(self, photos):
