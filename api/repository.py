@@ -32,6 +32,7 @@ from api.settings import Settings
 from db import schema
 
 LOCK_NAME = "face_analytics_gallery"
+MIGRATION_TIMEOUT_S = 600.0  # schema changes may rewrite tables: not bound by the query timeout
 log = logging.getLogger("api.repository")
 
 # The drivers' debug logs print SQL parameters (names, embeddings): never let them through,
@@ -299,9 +300,8 @@ class Repository:
 
     async def start(self) -> None:
         try:
-            async with asyncio.timeout(self.settings.database.query_timeout_s * 3):
-                await self.db.start()
-                await self.migrate()
+            await self.db.start()
+            await self.migrate()
         except _db_errors() as exc:
             raise DatabaseUnavailable(f"cannot reach the database ({type(exc).__name__})") from None
 
@@ -332,7 +332,7 @@ class Repository:
             for version, _ in schema.MIGRATIONS:
                 if version > current:
                     for stmt in schema.statements(self.dialect, version):
-                        await tx.execute(stmt)
+                        await tx.execute(stmt, timeout=MIGRATION_TIMEOUT_S)
                     await tx.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
 
     async def ping(self) -> bool:

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from api.settings import PROJECT_ROOT, DatabaseSettings, MySQLSettings, Settings
+from api.settings import PROJECT_ROOT, DatabaseSettings, DetectionSettings, MySQLSettings, Settings
 from tests.conftest import free_port
 from tests.costly_inputs import CASES, encode
 from tests.integration.conftest import MYSQL, api_settings, mysql_database, running_api
@@ -36,8 +36,8 @@ pytestmark = pytest.mark.triton
 FACE = "verification/images/Joe_Biden/biden.jpg"
 COSTLY_BOUND_S = 3.0  # generous for a 2-core machine shared with other jobs; typical is ~0.1 s
 HEALTH_BOUND_S = 1.0
-API_RSS_BUDGET_MIB = 800
-TRITON_RSS_BUDGET_MIB = 4096  # server + 7 python-backend processes (3 pipeline, 2+2 ONNX runners)
+API_RSS_BUDGET_MIB = 512
+TRITON_RSS_BUDGET_MIB = 2048  # server + 7 python-backend processes (3 pipeline, 2+2 ONNX runners)
 
 
 def rss_mib(pids) -> float:
@@ -392,3 +392,21 @@ async def test_gallery_lock_held_by_a_hung_session_is_taken_back_after_its_lease
                     cur.execute("SELECT 1")
             stats = (await api.get("/stats")).json()
             assert stats["total_detections"] == 1
+
+
+async def test_faces_per_image_are_capped_to_the_largest_and_the_cap_is_reported(triton_settings, tmp_path,
+                                                                                  shared_data):
+    group = (shared_data / "detection/images/friends_t1.jpg").read_bytes()  # 6 faces
+    async with running_api(api_settings(triton_settings, tmp_path, "sqlite")) as api:
+        full = (await api.post("/analyze", files={"file": ("g.jpg", group)})).json()
+    assert len(full["faces"]) >= 5 and "faces_limited_to" not in full  # default cap 100: unchanged
+    capped_settings = api_settings(triton_settings, tmp_path / "capped", "sqlite",
+                                   detection=DetectionSettings(max_faces=3))
+    async with running_api(capped_settings) as api:
+        capped = (await api.post("/analyze", files={"file": ("g.jpg", group)})).json()
+        stats = (await api.get("/stats")).json()
+    assert capped["faces_limited_to"] == 3 and len(capped["faces"]) == 3
+    assert "3 largest" in capped["message"]
+    area = sorted((f["bbox"]["width"] * f["bbox"]["height"] for f in full["faces"]), reverse=True)
+    assert sorted((f["bbox"]["width"] * f["bbox"]["height"] for f in capped["faces"]), reverse=True) == area[:3]
+    assert stats["total_detections"] == 3 and stats["unknown_faces"] == 3  # the rest left no rows
