@@ -19,6 +19,7 @@ from api.settings import AuthSettings
 
 IMAGE_PATHS = ("/analyze", "/register", "/analyze/batch")
 DOC_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+STATIC_PREFIX = "/ui"  # the console's static files: the page asks for the key itself
 MAX_TRACKED = 10_000  # buckets kept per worker; the oldest go first
 
 
@@ -61,7 +62,8 @@ class AuthGate:
         self.known: dict[str, float] = {}  # digest -> until when a database hit is trusted
 
     def _open(self, path: str) -> bool:
-        return (path in DOC_PATHS or (path == "/health" and not self.auth.protect_health)
+        return (path in DOC_PATHS or path == STATIC_PREFIX or path.startswith(STATIC_PREFIX + "/")
+                or (path == "/health" and not self.auth.protect_health)
                 or (path == "/metrics" and not self.auth.protect_metrics))
 
     async def _valid(self, scope, digest: str) -> bool:
