@@ -193,9 +193,9 @@ class AdmissionSettings(_Group):
     of them, for at most max_wait_s), the rest get 503 with Retry-After at once."""
 
     model_config = SettingsConfigDict(env_prefix="FA_ADMISSION_", extra="ignore")
-    max_inflight: int = 8
+    max_inflight: int = 12  # face_pipeline runs 3 instances x batches of 4
     max_waiting: int = 64
-    max_wait_s: float = 20.0
+    max_wait_s: float = 60.0  # a typical client timeout: waiting longer helps nobody
     retry_after_s: int = 1
 
 

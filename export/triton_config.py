@@ -49,7 +49,8 @@ class Tuning:
     pipeline_max_queue: int = 64
     model_max_queue: int = 64
     pipeline_queue_timeout_us: int = 15_000_000
-    model_queue_timeout_us: int = 10_000_000
+    # longer than the pipeline's: a sub-request of an admitted photo is not dropped half-way
+    model_queue_timeout_us: int = 30_000_000
     detector_size: int = C.DETECTOR_SIZE
     score_threshold: float = SCORE_THRESHOLD
     # small faces: the smallest face the detection plan covers (px of the original photo), the

@@ -43,6 +43,12 @@ def _cancelled(request):
         return False
 
 
+def _overloaded(exc):
+    """A sub-model refused for load (queue full or timed out): every request shares that fate."""
+    text = str(exc).lower()
+    return "queue" in text or "timeout" in text or "timed out" in text
+
+
 def _error(message, code=None):
     try:
         err = pb_utils.TritonError(message, getattr(pb_utils.TritonError, code)) if code else pb_utils.TritonError(message)
@@ -108,10 +114,13 @@ class TritonPythonModel:
         if jobs:
             try:
                 outs = await self._analyze(photos)
-            except Exception:  # noqa: BLE001 - find the culprit: each request again, on its own
+            except Exception as batch_exc:  # noqa: BLE001 - find the culprit: each request on its own
                 outs = []
                 for photo in photos:
                     photo.candidates.clear()  # drop what the failed batch collected
+                    if len(photos) == 1 or _overloaded(batch_exc):
+                        outs.append(batch_exc)  # nobody to single out, or retrying adds to the load
+                        continue
                     try:
                         outs.append((await self._analyze([photo]))[0])
                     except Exception as exc:  # noqa: BLE001
