@@ -18,7 +18,8 @@ from api.settings import AdmissionSettings
 
 class Admission:
     def __init__(self, app, settings: AdmissionSettings):
-        self.app, self.s = app, settings
+        self.app = app
+        self.s = settings
         self.slots: asyncio.Semaphore | None = None
         self.waiting = 0
 

@@ -54,7 +54,8 @@ class AuthGate:
     """ASGI middleware: key check and rate limits on the request line and headers alone."""
 
     def __init__(self, app, auth: AuthSettings):
-        self.app, self.auth = app, auth
+        self.app = app
+        self.auth = auth
         self.keys = Buckets(auth.rate_limit_per_minute, auth.rate_limit_burst)
         self.anonymous = Buckets(auth.anonymous_rate_limit_per_minute,
                                  max(auth.image_request_cost, auth.anonymous_rate_limit_per_minute // 4))

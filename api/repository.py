@@ -156,7 +156,8 @@ class MySQLDatabase(Database):
     dialect = "mysql"
 
     def __init__(self, settings: Settings):
-        self.s, self.limits = settings.mysql, settings.database
+        self.s = settings.mysql
+        self.limits = settings.database
         self.pool = None
         self._starting = asyncio.Lock()
 

@@ -187,7 +187,8 @@ def test_the_usage_scan_sees_an_unread_variable():
     """FA_HOST was ignored while the image hard-coded --host: a command that does not read
     the settings must show up as not reading them."""
     read = settings_usage.reads([ROOT / "api" / "main.py"])
-    assert ("server", "host") not in read and ("auth", "protect_metrics") in read
+    assert ("server", "host") not in read and ("auth", "enabled") not in read
+    assert ("auth", "protect_metrics") in settings_usage.reads([ROOT / "api" / "auth.py"])
     assert ("server", "host") in settings_usage.reads([ROOT / "api" / "__main__.py"])
 
 
