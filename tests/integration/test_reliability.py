@@ -141,10 +141,10 @@ def multipart(data: bytes) -> tuple[bytes, str]:
 
 async def test_costly_inputs_are_refused_quickly_while_health_keeps_answering(served_api, triton):
     url, proc, log_file = served_api
-    big_rgba = np.zeros((5000, 6000, 4), np.uint8)
+    big_rgba = np.zeros((2000, 3000, 4), np.uint8)
     big_rgba[..., 0] = 180
-    big_rgba[..., 3] = np.arange(6000, dtype=np.uint32)[None, :] % 256
-    heavy_ok = encode(Image.fromarray(big_rgba, "RGBA"), "PNG", compress_level=1)  # 30 MP, within budget
+    big_rgba[..., 3] = np.arange(3000, dtype=np.uint32)[None, :] % 256
+    heavy_ok = encode(Image.fromarray(big_rgba, "RGBA"), "PNG", compress_level=1)  # 6 MP, converted in strips
     del big_rgba
     timings = {}
     async with Watch(url, triton.process.pid) as watch, httpx.AsyncClient(base_url=url, timeout=60) as client:
@@ -176,10 +176,10 @@ async def test_costly_inputs_are_refused_quickly_while_health_keeps_answering(se
         timings["chunked 11 MB upload"] = time.perf_counter() - t
         assert r.status_code == 413 and r.json()["error"] == "payload_too_large", r.text
 
-        # a costly but legitimate image still works: 30 MP RGBA converted in strips
+        # a legitimate alpha image still works (the strip conversion; its memory: test_decode_safety)
         t = time.perf_counter()
         r = await client.post("/analyze", files={"file": ("big.png", heavy_ok)})
-        timings["30 MP RGBA png (accepted)"] = time.perf_counter() - t
+        timings["6 MP RGBA png (accepted)"] = time.perf_counter() - t
         assert r.status_code == 200, r.text
     api_peak = peak_rss_mib(proc.pid)
     health_max = max(watch.latencies)
@@ -324,7 +324,10 @@ async def test_hung_database_gives_503_in_bounded_time_then_recovers(triton_sett
         settings = mysql_settings(triton_settings, tmp_path, name, proxy.port, query_timeout_s=2.0, hang_retry_s=1.0)
         settings = settings.model_copy(update={"server": settings.server.model_copy(update={"health_cache_s": 0.5})})
         async with running_api(settings) as api:
-            assert (await api.post("/analyze", files={"file": ("p.jpg", face)})).status_code == 200
+            t = time.perf_counter()
+            rs = await asyncio.gather(*(api.post("/analyze", files={"file": ("p.jpg", face)}) for _ in range(6)))
+            baseline = time.perf_counter() - t  # inference of 6 photos on this machine, database up
+            assert [r.status_code for r in rs] == [200] * 6
             proxy.flowing.clear()  # from here no byte reaches the database or comes back
             t = time.perf_counter()
             rs = await asyncio.gather(*(api.post("/analyze", files={"file": ("p.jpg", face)}) for _ in range(6)))
@@ -340,9 +343,11 @@ async def test_hung_database_gives_503_in_bounded_time_then_recovers(triton_sett
             r = await api.get("/stats")
             stats_hung = time.perf_counter() - t
             assert r.status_code == 503
-            print(f"\nhung database: 6 concurrent /analyze all 503 in {hung_analyze:.2f} s, /health reported it "
-                  f"after {health_notice:.2f} s, /stats 503 in {stats_hung:.2f} s")
-            assert hung_analyze < 8 and stats_hung < 3
+            print(f"\nhung database: 6 concurrent /analyze all 503 in {hung_analyze:.2f} s (with the database up "
+                  f"they took {baseline:.2f} s), /health reported it after {health_notice:.2f} s, /stats 503 in "
+                  f"{stats_hung:.2f} s")
+            # inference as usual, then at most one query timeout (2 s) before the breaker fails the rest fast
+            assert hung_analyze < baseline + 2 * 2.0 + 2 and stats_hung < 3
 
             proxy.flowing.set()
             t = time.perf_counter()
@@ -351,7 +356,7 @@ async def test_hung_database_gives_503_in_bounded_time_then_recovers(triton_sett
                 await asyncio.sleep(0.3)
             print(f"recovered {time.perf_counter() - t:.2f} s after the database answered again")
             stats = (await api.get("/stats")).json()
-            assert stats["total_detections"] == 2 and stats["top_unknown_faces"][0]["detection_count"] == 2
+            assert stats["total_detections"] == 7 and stats["top_unknown_faces"][0]["detection_count"] == 7
             # the connections dropped on timeout are gone from the server too: no pool leak
             await asyncio.sleep(1.0)
             assert server_sessions(name) <= settings.mysql.pool_max
