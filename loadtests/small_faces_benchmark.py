@@ -1,7 +1,7 @@
 """What finding small faces costs (`make bench`, after loadtests.benchmark).
 
 Two sets of photos, one run, the same machine:
-  - one-face photos (../shared/data/age_gender and verification: 25 photos of one person): our
+  - one-face photos (../shared/data/age_gender and verification: 21 photos of one person): our
     pipeline in process with the detection plan (24 px promise) beside the single 480 px pass
     every photo got before it (`min_face_size` 0), then through Triton at concurrency 16;
   - large group photos built by export.group_photos (known faces, 16-200 px, 1080p to 40 MP):
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from api.settings import PROJECT_ROOT, get_settings
-from loadtests.benchmark import DATA, PEERS_DIR, _free_port, batching, run_triton, summarise
+from loadtests.benchmark import DATA, PEERS_DIR, _closed_loop, _free_port, batching, summarise
 from pipeline import contract as C
 
 
@@ -101,6 +101,37 @@ def peer(photos: list[Path], seconds: float, max_side: int, peers: Path, procs: 
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+PLAN_REQUEST = 12  # MIN_FACE_SIZE that asks face_pipeline for the small-face plan (as make eval)
+
+
+def _request(aio, data: bytes, min_face_size: int) -> list:
+    t = aio.InferInput(C.PL_IMAGE, [1, 1], "BYTES")
+    t.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+    inputs = [t]
+    if min_face_size:
+        m = aio.InferInput(C.PL_MIN_FACE_SIZE, [1, 1], "INT32")
+        m.set_data_from_numpy(np.array([[min_face_size]], np.int32))
+        inputs.append(m)
+    return inputs
+
+
+async def triton(grpc_url: str, datas: list[bytes], concurrency: int, seconds: float, min_face_size: int) -> dict:
+    """Closed loop through face_pipeline, asking for the plan (min_face_size > 0) or not."""
+    import tritonclient.grpc.aio as aio
+
+    client = aio.InferenceServerClient(grpc_url)
+    outputs = [aio.InferRequestedOutput(n) for n in (C.PL_BOXES, C.PL_EMBEDDINGS, C.PL_AGE, C.PL_GENDER)]
+
+    async def call(data: bytes) -> int:
+        r = await client.infer(C.PIPELINE, _request(aio, data, min_face_size), outputs=outputs)
+        return len(r.as_numpy(C.PL_BOXES)[0])
+
+    try:
+        return await _closed_loop(call, datas, concurrency, seconds)
+    finally:
+        await client.close()
+
+
 async def _found(grpc_url: str, photos: list[Path]) -> dict[str, int]:
     import tritonclient.grpc.aio as aio
 
@@ -108,10 +139,8 @@ async def _found(grpc_url: str, photos: list[Path]) -> dict[str, int]:
     try:
         out = {}
         for p in photos:
-            t = aio.InferInput(C.PL_IMAGE, [1, 1], "BYTES")
-            t.set_data_from_numpy(np.array([[p.read_bytes()]], dtype=np.object_))
-            r = await client.infer(C.PIPELINE, [t], outputs=[aio.InferRequestedOutput(C.PL_BOXES)],
-                                   client_timeout=600)
+            r = await client.infer(C.PIPELINE, _request(aio, p.read_bytes(), PLAN_REQUEST),
+                                   outputs=[aio.InferRequestedOutput(C.PL_BOXES)], client_timeout=600)
             out[p.name] = len(r.as_numpy(C.PL_BOXES)[0])
         return out
     finally:
@@ -137,15 +166,16 @@ def run(seconds: float, out: Path, grpc_url: str, metrics_url: str, det: Path, m
         "inprocess_plan_24px": inprocess(det, mt, singles, seconds, promise=24),
     }
     before = batching(metrics_url)
-    result["one_face"]["triton_plan_24px"] = asyncio.run(run_triton(grpc_url, datas, (16,), seconds))["c16"]
+    result["one_face"]["triton_single_480_pass"] = asyncio.run(triton(grpc_url, datas, 16, seconds, 0))
+    result["one_face"]["triton_plan_24px"] = asyncio.run(triton(grpc_url, datas, 16, seconds, PLAN_REQUEST))
     with tempfile.TemporaryDirectory() as tmp:
         groups = group_photos(data, Path(tmp), light)
         paths = [p for p, _ in groups]
         print(f"[small faces] {len(groups)} group photos, load {load()}", flush=True)
         g = {"photos": {p.name: n for p, n in groups}}
         g["inprocess_plan_24px"] = inprocess(det, mt, paths, group_seconds, promise=24)
-        g["triton_plan_24px"] = asyncio.run(run_triton(grpc_url, [p.read_bytes() for p in paths], (4,),
-                                                       group_seconds))["c4"]
+        g["triton_plan_24px"] = asyncio.run(triton(grpc_url, [p.read_bytes() for p in paths], 4,
+                                                   group_seconds, PLAN_REQUEST))
         g["found_by_us"] = asyncio.run(_found(grpc_url, paths))
         if peers is not None:
             for name, side in (("yunet_full_resolution", 0), ("yunet_max_side_640", 640)):
@@ -163,6 +193,8 @@ def run(seconds: float, out: Path, grpc_url: str, metrics_url: str, det: Path, m
     result["ratios"] = {
         "one-face photos, in process: plan / single 480 pass": round(
             one["inprocess_plan_24px"]["images_per_s"] / one["inprocess_single_480_pass"]["images_per_s"], 3),
+        "one-face photos, Triton c16: plan / single 480 pass": round(
+            one["triton_plan_24px"]["images_per_s"] / one["triton_single_480_pass"]["images_per_s"], 3),
     }
     for name in ("yunet_full_resolution", "yunet_max_side_640"):
         p = result["group"].get(f"peer_{name}")
@@ -181,7 +213,8 @@ def markdown(r: dict) -> str:
     one, g = r["one_face"], r.get("group", {})
     for key, what in (("inprocess_single_480_pass", "one-face photos: in process, single 480 px pass (before)"),
                       ("inprocess_plan_24px", "one-face photos: in process, 24 px plan"),
-                      ("triton_plan_24px", "one-face photos: Triton c16, 24 px plan")):
+                      ("triton_single_480_pass", "one-face photos: Triton c16, single 480 px pass (the default)"),
+                      ("triton_plan_24px", "one-face photos: Triton c16, 24 px plan (MIN_FACE_SIZE 12)")):
         rows.append((what, one[key]))
     for key, what in (("inprocess_plan_24px", "group photos: in process, 24 px plan (2 procs)"),
                       ("triton_plan_24px", "group photos: Triton c4, 24 px plan"),

@@ -292,5 +292,6 @@ def merge(per_window, width: int, height: int, score_threshold: float = SCORE_TH
     boxes = np.concatenate([p[0] for p in parts])
     scores = np.concatenate([p[1] for p in parts])
     lmk = np.concatenate([p[2] for p in parts])
-    rank = np.concatenate([p[3] if len(p) > 3 else p[1] for p in parts])
+    # one window (the single pass): plain scores, exactly as before the plan existed
+    rank = np.concatenate([p[3] if len(p) > 3 and len(per_window) > 1 else p[1] for p in parts])
     return finish(boxes, scores, lmk, width, height, score_threshold, NMS_IOU, min_face_size, max_faces, rank)

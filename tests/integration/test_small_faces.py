@@ -17,9 +17,22 @@ from pipeline import contract as C
 from pipeline.align import face_chips
 from pipeline.decode import decode_image
 from pipeline.detect import DETECTOR_MIN_FACE, MIN_FACE_SIZE, letterbox, postprocess
-from tests.integration.test_pipeline_triton import analyze, iou
+from tests.integration.test_pipeline_triton import OUTPUTS, _inputs, analyze, iou
 
 pytestmark = pytest.mark.triton
+
+
+def analyze_small(client, data: bytes, min_face_size: int = 12, max_faces: int = 0) -> dict[str, np.ndarray]:
+    """face_pipeline asked for the small-face plan: MIN_FACE_SIZE 12 plans as for 24 px (the
+    detector at 1:1) and keeps faces down to 12 px."""
+    inputs = _inputs(data)
+    for name, value in ((C.PL_MIN_FACE_SIZE, min_face_size), (C.PL_MAX_FACES, max_faces)):
+        if value:
+            t = grpcclient.InferInput(name, [1, 1], "INT32")
+            t.set_data_from_numpy(np.array([[value]], np.int32))
+            inputs.append(t)
+    res = client.infer(C.PIPELINE, inputs, outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUTS])
+    return {n: res.as_numpy(n)[0] for n in OUTPUTS}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +60,7 @@ def test_small_faces_are_found_in_a_large_group_photo(client, triton, shared_dat
     assert len(photo.boxes) >= 60
 
     before = _detector_counts(triton.metrics_url)
-    out = analyze(client, photo.jpeg)
+    out = analyze_small(client, photo.jpeg)
     after = _detector_counts(triton.metrics_url)
 
     found = out[C.PL_BOXES]
@@ -72,23 +85,24 @@ def test_small_faces_are_found_in_a_large_group_photo(client, triton, shared_dat
     assert inferences / executions >= 4, (inferences, executions)
 
 
-def test_the_faces_cap_keeps_the_largest_of_a_crowd(triton, shared_data):
+def test_the_faces_cap_keeps_the_largest_of_a_crowd(client, shared_data):
     rng = np.random.default_rng(3)
     sources, backgrounds = group_photos.load_sources(shared_data), group_photos.load_backgrounds(shared_data)
     photo = group_photos.scattered(sources, backgrounds, 2400, 1600, [24, 32, 64, 128], 30, rng, "cap")
-    c = grpcclient.InferenceServerClient(triton.grpc_url)
-    try:
-        t = grpcclient.InferInput(C.PL_IMAGE, [1, 1], "BYTES")
-        t.set_data_from_numpy(np.array([[photo.jpeg]], dtype=np.object_))
-        cap = grpcclient.InferInput(C.PL_MAX_FACES, [1, 1], "INT32")
-        cap.set_data_from_numpy(np.array([[5]], np.int32))
-        res = c.infer(C.PIPELINE, [t, cap], outputs=[grpcclient.InferRequestedOutput(C.PL_BOXES)])
-        capped = res.as_numpy(C.PL_BOXES)[0]
-        full = analyze(c, photo.jpeg)[C.PL_BOXES]
-    finally:
-        c.close()
+    capped = analyze_small(client, photo.jpeg, max_faces=5)[C.PL_BOXES]
+    full = analyze_small(client, photo.jpeg)[C.PL_BOXES]
     assert len(full) > 5 and len(capped) == 5
     assert np.allclose(capped, full[:5]), "the cap keeps the five largest of all the faces"
+
+
+def test_without_a_request_the_service_keeps_its_single_pass(client, shared_data):
+    """The deployed default (min_face_size 0 in face_pipeline's config) is the one 480 px pass:
+    the small faces of a large photo are not looked for unless asked."""
+    rng = np.random.default_rng(5)
+    sources, backgrounds = group_photos.load_sources(shared_data), group_photos.load_backgrounds(shared_data)
+    photo = group_photos.grid(sources, backgrounds, 1920, 1080, 32, 8, 4, rng, "grid")
+    assert len(analyze(client, photo.jpeg)[C.PL_BOXES]) <= 4  # 32 px faces at 8 px in 480
+    assert len(analyze_small(client, photo.jpeg)[C.PL_BOXES]) >= 28
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +132,10 @@ def test_one_face_photos_are_unchanged(client, shared_data, letterbox_only):
     for path in paths:
         data = path.read_bytes()
         ref_boxes, ref_emb, ref_male = letterbox_only(data)
-        out = analyze(client, data)
+        default = analyze(client, data)  # the deployed default: that very pass, bit for bit
+        assert np.allclose(default[C.PL_BOXES], ref_boxes, atol=1e-3), path.name
+        assert float(default[C.PL_EMBEDDINGS][0] @ ref_emb[0]) > 0.999, path.name
+        out = analyze_small(client, data)
         assert len(out[C.PL_BOXES]) == len(ref_boxes) == 1, path.name
         assert iou(out[C.PL_BOXES][0], ref_boxes[0]) >= 0.85, path.name
         assert (out[C.PL_GENDER][0][1] >= 0.5) == (ref_male[0] >= 0.5), path.name
@@ -144,5 +161,6 @@ def test_small_faces_benchmark_driver_measures_both_photo_sets(triton, built_mod
                  r["group"]["triton_plan_24px"]):
         assert part["images"] > 0 and part["images_per_s"] > 0
     (name, pasted), = r["group"]["photos"].items()
+    assert r["one_face"]["triton_plan_24px"]["errors"] == 0 and r["group"]["triton_plan_24px"]["errors"] == 0
     assert r["group"]["found_by_us"][name] >= 0.8 * pasted
     assert "| group photos: Triton c4, 24 px plan |" in (tmp_path / "small_faces.md").read_text()

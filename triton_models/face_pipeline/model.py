@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from pipeline import contract as C  # noqa: E402
 from pipeline.analysis import collect, detector_batches, faces, open_photo  # noqa: E402
 from pipeline.decode import ImageDecodeError  # noqa: E402
-from pipeline.detect import MIN_FACE_SIZE, SCORE_THRESHOLD, TILE  # noqa: E402
+from pipeline.detect import SCORE_THRESHOLD, TILE  # noqa: E402
 
 
 def _optional_int(request, name):
@@ -83,7 +83,7 @@ class TritonPythonModel:
         self.max_pixels = int(params.get("max_pixels", "40000000"))
         self.multitask_batch = int(params.get("multitask_max_batch", "32"))
         # the documented smallest face (px of the original photo) the detection plan covers
-        self.min_face = int(params.get("min_face_size", str(MIN_FACE_SIZE)))
+        self.min_face = int(params.get("min_face_size", "0"))
         self.tile = int(params.get("tile_size", str(TILE)))
         self.det_request_batch = int(params.get("detector_request_batch", "4"))
         self.det_inflight = int(params.get("detector_requests_in_flight", "4"))
