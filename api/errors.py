@@ -71,6 +71,11 @@ class UrlFetchFailed(ApiError):
     code = "url_fetch_failed"
 
 
+class MissingField(ApiError):
+    """A required field is absent: the same answer FastAPI's own validation gives."""
+    status, code = 422, "validation_error"
+
+
 class InvalidField(ApiError):
     status, code = 422, "invalid_field"
 

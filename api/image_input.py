@@ -10,7 +10,7 @@ import io
 
 from fastapi import Request, UploadFile
 
-from api.errors import InvalidField, InvalidImage, PayloadTooLarge, UnsupportedMediaType
+from api.errors import InvalidField, InvalidImage, MissingField, PayloadTooLarge, UnsupportedMediaType
 from api.settings import UploadSettings, UrlFetchSettings
 from api.uploads import read_image
 from api.url_fetch import fetch_image
@@ -60,8 +60,10 @@ async def image_bytes(request: Request, file: UploadFile | None, limits: UploadS
         if "image" not in body:
             raise InvalidField('image: required (base64 of the image file) in the JSON body')
         return await decode_base64_image(body["image"], limits)
-    if request.headers.get("content-type", "").startswith("multipart/"):
-        raise InvalidField("file: required (the photo, as a multipart file part)")
+    ctype = request.headers.get("content-type", "")
+    if not ctype or ctype.startswith(("multipart/", "application/x-www-form-urlencoded")):
+        raise MissingField('file: Field required (the photo as a multipart part "file", or send '
+                           'application/json {"image": "<base64>"})')
     raise UnsupportedMediaType('send the photo as multipart/form-data (part "file") or as '
                                'application/json {"image": "<base64>"}')
 

@@ -8,7 +8,7 @@ import asyncio
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 
 from api import metrics
-from api.errors import ApiError, InvalidField, UnsupportedMediaType
+from api.errors import ApiError, InvalidField, MissingField, UnsupportedMediaType
 from api.face_view import face_out, quality
 from api.image_input import decode_base64_image, image_bytes, is_json, json_body, json_request_body
 from api.inference import Analysis
@@ -80,8 +80,9 @@ async def analyze_batch(request: Request,
         if not isinstance(images, list) or not images:
             raise InvalidField('images: required, a non-empty list of base64 strings')
         sources = [("base64", v) for v in images]
-    elif request.headers.get("content-type", "").startswith("multipart/"):
-        raise InvalidField("files: required (one multipart part per photo)")
+    elif request.headers.get("content-type", "").startswith(("multipart/", "application/x-www-form-urlencoded")) \
+            or not request.headers.get("content-type"):
+        raise MissingField("files: Field required (one multipart part per photo)")
     else:
         raise UnsupportedMediaType('send multipart/form-data parts "files" or application/json {"images": [...]}')
     if len(sources) > limit:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
-from api.errors import InvalidField, LowQualityFace
+from api.errors import InvalidField, LowQualityFace, MissingField
 from api.face_view import quality
 from api.identity import clean_name
 from api.routes.common import services
@@ -34,8 +34,10 @@ async def register(request: Request, file: UploadFile | None = File(None, descri
         person_name, largest_face = body.get("person_name"), body.get("largest_face", False)
         if not isinstance(largest_face, bool):
             raise InvalidField("largest_face must be true or false")
-    if person_name is None or not isinstance(person_name, str):
-        raise InvalidField("person_name: required")
+    if person_name is None:
+        raise MissingField("person_name: Field required")
+    if not isinstance(person_name, str):
+        raise InvalidField("person_name must be a string")
     name = clean_name(person_name)
     data = await image_bytes(request, file, s.settings.upload, body, url_settings=s.settings.url_fetch)
     analysis = await s.inference.analyze(data)

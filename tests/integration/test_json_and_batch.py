@@ -55,7 +55,7 @@ async def test_bad_json_bodies_get_clear_errors(api, body, status, code):
 
 async def test_register_json_needs_a_name_and_an_image(api, shared_data):
     r = await api.post("/register", json={"image": b64(shared_data, BIDEN)})
-    assert r.status_code == 422 and r.json()["error"] == "invalid_field"
+    assert r.status_code == 422 and r.json()["error"] == "validation_error"
     r = await api.post("/register", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["error"] == "invalid_field"
     r = await api.post("/register", content=b"raw", headers={"content-type": "text/plain"})
