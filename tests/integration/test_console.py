@@ -175,7 +175,9 @@ def test_analyze_name_find_delete(browser, triton_settings, tmp_path, shared_dat
 def test_api_key_prompt_and_clear_errors(browser, triton_settings, tmp_path, shared_data, shots):
     from selenium.webdriver.common.keys import Keys
 
-    auth = AuthSettings(enabled=True, key_hashes=key_hash("console-key"))
+    # this test alone fetches the assets twice and fails a key on purpose: more than the default
+    # anonymous bucket (15) allows one address, which /health and the static files draw from
+    auth = AuthSettings(enabled=True, key_hashes=key_hash("console-key"), anonymous_rate_limit_per_minute=600)
     with served_api(api_settings(triton_settings, tmp_path, "sqlite", auth=auth)) as url:
         for asset in ("/ui/", "/ui/app.js", "/ui/style.css"):  # the key is typed into the page itself
             r = httpx.get(url + asset)
