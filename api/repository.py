@@ -114,6 +114,11 @@ class SQLiteDatabase(Database):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=self.lock_wait_s)
         await self.conn.execute("PRAGMA journal_mode=WAL")
+        # WAL's recommended durability: a commit no longer waits for fsync (8.1 -> 0.17 ms per
+        # commit on this machine's disk, and requests commit one at a time per worker). The file
+        # stays consistent on any crash; only a power loss can drop the last commits. Production
+        # runs on MySQL.
+        await self.conn.execute("PRAGMA synchronous=NORMAL")
         await self.conn.execute(f"PRAGMA busy_timeout={int(self.lock_wait_s * 1000)}")
         await self.conn.execute("PRAGMA foreign_keys=ON")
 

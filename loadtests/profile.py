@@ -139,8 +139,7 @@ def main(argv=None) -> int:
             report["triton"] = stats_delta(before, triton_stats(server.http_url))
             report["api_py_spy_own_time_percent"] = spy["top"]
         finally:
-            api.terminate()
-            api.wait(30)
+            benchmark.stop(api)
             server.stop()
     if args.ort:
         det = next((repo / C.DETECTOR).glob("*/model.onnx"))
