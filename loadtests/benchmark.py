@@ -314,14 +314,19 @@ def run(seconds: float, out: Path, grpc_url: str, metrics_url: str, det: Path, m
             for name, paths in sets.items():
                 result["classes"][name] = _run_class(name, paths, seconds, grpc_url, metrics_url, url,
                                                      det, mt, peers_dir)
+                save(result, out)  # a long run cut short keeps the classes it finished
         finally:
             stop(proc)
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    save(result, out)
+    print(markdown(result), flush=True)
+    return result
+
+
+def save(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps(result, indent=2))
     (out / "benchmark.md").write_text(markdown(result))
-    print(markdown(result), flush=True)
-    return result
 
 
 def _run_class(name, paths, seconds, grpc_url, metrics_url, api_url, det, mt, peers_dir) -> dict:
