@@ -160,14 +160,15 @@ def _serves_exactly(client, published: list[Published], repo: Path) -> bool:
 
 def load_into_triton(http_url: str, published: list[Published], repo: Path,
                      progress: Callable[[str], None] = print, timeout_s: float = 120.0,
-                     headers: dict[str, str] | None = None) -> bool:
+                     headers: dict[str, str] | None = None, prune: bool = True) -> bool:
     """Load the published versions into every Triton replica `http_url` names (one address,
     ``dns:///service:port`` or a list, see api.triton_targets); old version directories are
     deleted only once every replica reports the new versions ready and the old ones gone.
 
     Replicas are listed again after each round, so a pod that appeared meanwhile (and may
     have started from the repository as it was) is loaded too. A replica that does not
-    answer fails the publish and leaves the old versions on disk."""
+    answer fails the publish and leaves the old versions on disk; `prune=False` keeps them
+    anyway (a rollout to some replicas only)."""
     import socket
 
     import tritonclient.http as httpclient
@@ -210,7 +211,7 @@ def load_into_triton(http_url: str, published: list[Published], repo: Path,
         finally:
             client.close()
     progress(f"{len(final)} replica(s) serve " + ", ".join(f"{p.name} v{p.version}" for p in published))
-    for p in published:
+    for p in published if prune else ():
         for v in _version_dirs(repo / p.name):
             if v != p.version:
                 shutil.rmtree(repo / p.name / str(v), ignore_errors=True)

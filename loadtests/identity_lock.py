@@ -184,7 +184,9 @@ def measure(workers: int, seconds: float, concurrency: int, people_n: int, new_s
                          "p50_ms": round(float(np.percentile(lat, 50)), 1),
                          "p99_ms": round(float(np.percentile(lat, 99)), 1),
                          "worker_cpu_share": round(sum(a["cpu_s"] for a in arms) / wall
-                                                   / (os.cpu_count() or 1), 2)})
+                                                   / (os.cpu_count() or 1), 2),
+                         # the machine is shared: its load says how far absolute figures carry
+                         "load_avg_1m": round(os.getloadavg()[0], 1)})
         return rows
     finally:
         _database("drop", name)
@@ -200,12 +202,12 @@ def _markdown(rows: list[dict], args) -> str:
         "one /analyze transaction for a one-face photo (replay, match, unknown insert or count "
         "bump, detection row, change log).",
         "",
-        "| workers | lock | in flight | writes/s | p50 ms | p99 ms | workers' CPU share |",
-        "|---|---|---|---|---|---|---|",
+        "| workers | lock | in flight | writes/s | p50 ms | p99 ms | workers' CPU share | load avg |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['workers']} | {r['lock']} | {r['in_flight']} | {r['writes_per_s']} | "
-                     f"{r['p50_ms']} | {r['p99_ms']} | {r['worker_cpu_share']} |")
+                     f"{r['p50_ms']} | {r['p99_ms']} | {r['worker_cpu_share']} | {r.get('load_avg_1m', '')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,8 @@ from tritonclient.utils import InferenceServerException
 from api.inference import InferenceClient
 from export import publish
 from pipeline import contract as C
-from tests.conftest import free_port, make_settings
+from tests.conftest import SHARED_DATA, free_port, make_settings
+from tests.integration.test_pipeline_triton import _inputs
 from tests.integration.test_model_promotion import _variant
 from tests.unit.test_kubernetes import render, triton_container
 
@@ -36,13 +37,18 @@ def _restricted_flags() -> tuple[str, ...]:
 
 
 @pytest.fixture(scope="module")
-def replicas(model_stack, tmp_path_factory):
-    """Two tritonservers on 127.0.0.1 and 127.0.0.2 with the same ports and one repository."""
+def replicas(built_models, tmp_path_factory):
+    """Two tritonservers on 127.0.0.1 and 127.0.0.2 with the same ports and one repository,
+    from a registry of their own (the versions registered here must not shift the session
+    registry's numbering that other tests rely on)."""
+    from export.bootstrap import register
+    from export.registry import Registry
     from tools.triton_local import TritonServer
 
-    _, registry, _ = model_stack
     root = tmp_path_factory.mktemp("cluster")
     repo = root / "model_repository"
+    registry = Registry(make_settings(root / "var", repo))
+    register(registry, built_models, progress=lambda m: None)
     publish.write_repository(registry, repo, progress=lambda m: None)
     ports = dict(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
     servers = [TritonServer(repository=repo, host=host, work_dir=root / host, log_file=root / f"{host}.log",
@@ -53,10 +59,26 @@ def replicas(model_stack, tmp_path_factory):
     try:
         for s in servers:
             s.wait_ready(240)
-        yield servers, repo
+        photo = (SHARED_DATA / "verification" / "images" / "Joe_Biden" / "biden.jpg").read_bytes()
+        for s in servers:  # the first request of a fresh server is slow; not under test here
+            client = grpcclient.InferenceServerClient(s.grpc_url)
+            client.infer(C.PIPELINE, _inputs(photo), client_timeout=180)
+            client.close()
+        yield servers, repo, registry
     finally:
         for s in servers:
             s.stop()
+
+
+async def _health_until(api, skew: bool, timeout_s: float = 60) -> dict:
+    """/health answers from a short per-worker cache: ask until it reflects the new state."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        health = (await api.get("/health")).json()
+        if health["version_skew"] is skew or asyncio.get_running_loop().time() > deadline:
+            assert health["version_skew"] is skew, health
+            return health
+        await asyncio.sleep(0.5)
 
 
 def _serves(address: str, name: str, version: int) -> bool:
@@ -77,12 +99,11 @@ def _pipeline_requests(address: str) -> int:
 
 
 async def test_publish_reaches_every_replica_before_the_old_version_goes(
-        replicas, model_stack, built_models, shared_data, tmp_path):
+        replicas, built_models, shared_data, tmp_path):
     from tests.integration.conftest import api_settings, running_api
 
-    servers, repo = replicas
+    servers, repo, registry = replicas
     a, b = servers
-    _, registry, _ = model_stack
     http_all = f"{a.http_url},{b.http_url}"
     old = registry.production(C.MULTITASK).version
     new = registry.log_onnx(C.MULTITASK, _variant(built_models[C.MULTITASK], tmp_path / "mt.onnx", "cluster"),
@@ -107,26 +128,31 @@ async def test_publish_reaches_every_replica_before_the_old_version_goes(
                 errors.append(repr(exc))
 
     before = {s.http_url: _pipeline_requests(s.http_url) for s in servers}
-    senders = [asyncio.create_task(traffic()) for _ in range(3)]
+    senders = [asyncio.create_task(traffic()) for _ in range(2)]
     try:
+        # per-request balancing: both replicas answer requests of the one channel (counted
+        # before the publish: a reload starts a model's statistics afresh)
+        deadline = asyncio.get_running_loop().time() + 180
+        while not all(_pipeline_requests(s.http_url) > before[s.http_url] for s in servers):
+            assert asyncio.get_running_loop().time() < deadline, "one replica got no request"
+            await asyncio.sleep(0.5)
         async with running_api(settings) as api:
             published = publish.write_repository(registry, repo, versions=versions, progress=lambda m: None)
             # one replica only: the other still serves the old version, /health says so
             await asyncio.to_thread(publish.load_into_triton, a.http_url, published, repo,
-                                    progress=lambda m: None, headers=ADMIN)
-            health = (await api.get("/health")).json()
-            assert health["version_skew"] is True
+                                    progress=lambda m: None, headers=ADMIN, timeout_s=600, prune=False)
+            assert (repo / C.MULTITASK / str(old)).exists()
+            health = await _health_until(api, skew=True)
             assert health["replicas"][a.grpc_url][C.MULTITASK] == str(new)
             assert health["replicas"][b.grpc_url][C.MULTITASK] == str(old)
 
             # every replica: both serve the new version, the old directory goes only then
             assert await asyncio.to_thread(publish.load_into_triton, http_all, published, repo,
-                                           progress=lambda m: None, headers=ADMIN)
+                                           progress=lambda m: None, headers=ADMIN, timeout_s=600)
             for s in servers:
                 assert _serves(s.http_url, C.MULTITASK, new) and not _serves(s.http_url, C.MULTITASK, old)
             assert not (repo / C.MULTITASK / str(old)).exists()
-            health = (await api.get("/health")).json()
-            assert health["version_skew"] is False
+            health = await _health_until(api, skew=False)
             assert {r[C.MULTITASK] for r in health["replicas"].values()} == {str(new)}
             await asyncio.sleep(1)  # a few more requests on the new version
     finally:
@@ -135,23 +161,20 @@ async def test_publish_reaches_every_replica_before_the_old_version_goes(
         await inference.close()
     assert errors == [], errors[:3]
     assert ok[0] > 0
-    # per-request balancing: both replicas answered requests of the one channel
-    after = {s.http_url: _pipeline_requests(s.http_url) for s in servers}
-    assert all(after[k] > before[k] for k in after), (before, after)
 
     # a replica that does not answer: the publish fails and the served version stays on disk
     rollback = publish.write_repository(registry, repo, versions={C.MULTITASK: old}, progress=lambda m: None)
     dead = f"127.0.0.3:{free_port()}"
     with pytest.raises(RuntimeError, match="does not answer"):
-        publish.load_into_triton(f"{http_all},{dead}", rollback, repo, progress=lambda m: None, headers=ADMIN)
+        publish.load_into_triton(f"{http_all},{dead}", rollback, repo, progress=lambda m: None, headers=ADMIN, timeout_s=600)
     assert (repo / C.MULTITASK / str(new)).exists()
-    assert publish.load_into_triton(http_all, rollback, repo, progress=lambda m: None, headers=ADMIN)
+    assert publish.load_into_triton(http_all, rollback, repo, progress=lambda m: None, headers=ADMIN, timeout_s=600)
     assert not (repo / C.MULTITASK / str(new)).exists()
     assert all(_serves(s.http_url, C.MULTITASK, old) for s in servers)
 
 
 def test_model_control_needs_the_admin_header_on_both_protocols(replicas):
-    servers, _ = replicas
+    servers, _, _ = replicas
     a = servers[0]
     http = httpclient.InferenceServerClient(a.http_url)
     grpc = grpcclient.InferenceServerClient(a.grpc_url)
@@ -180,7 +203,7 @@ def test_the_autoscaling_metrics_exist(replicas):
 
     from tests.unit.test_kubernetes import _objects
 
-    servers, _ = replicas
+    servers, _, _ = replicas
     with urllib.request.urlopen(servers[0].metrics_url, timeout=5) as r:
         page = r.read().decode()
     served = {line.split("{")[0] for line in page.splitlines() if line and not line.startswith("#")}
