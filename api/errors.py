@@ -84,6 +84,26 @@ class NotFound(ApiError):
     status, code = 404, "not_found"
 
 
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class FaceMismatch(Conflict):
+    code = "face_mismatch"
+
+
+class FaceMatchesOtherPerson(Conflict):
+    code = "face_matches_other_person"
+
+
+class NameTaken(Conflict):
+    code = "name_taken"
+
+
+class LastSample(Conflict):
+    code = "last_sample"
+
+
 class Unauthorized(ApiError):
     status, code = 401, "unauthorized"
 

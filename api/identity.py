@@ -1,30 +1,44 @@
 """Who is this face? Matching against the gallery plus the writes that follow from it.
 
-All gallery-changing work runs under a per-worker asyncio lock AND the database-wide gallery
-lock, after replaying changes other workers made (gallery_changes). So twenty concurrent
-requests with the same new face create exactly one unknown person, on any number of workers.
+Every worker holds the gallery in memory (api.matching) and keeps it equal to the database:
+- every gallery-changing write runs under this worker's asyncio lock AND the database-wide
+  gallery lock, after replaying the change log (gallery_changes) up to the newest change, and
+  logs one row per person it changed;
+- after its commit the worker applies its own changes in memory and moves its log position
+  past its own rows, so it never replays them (it does replay them if anything else slipped
+  in between, which is harmless: a replay sets each changed person to its state in the
+  database, and an unchanged vector leaves no tombstone);
+- a replay reads everything it needs first, then applies it, then advances the position: a
+  database error in the middle leaves the position where it was, so nothing is skipped;
+- searches, replays and reloads all hold the same asyncio lock.
+So twenty concurrent requests with the same new face create exactly one unknown person, on
+any number of workers, and each worker's gallery holds exactly the templates of the database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import random
 import re
 import time
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from api import metrics
-from api.errors import InvalidField, NoFace, NotFound, TooManyFaces
+from api.errors import (FaceMatchesOtherPerson, FaceMismatch, InvalidField, LastSample, NameTaken, NoFace,
+                        NotFound, TooManyFaces)
 from api.inference import Analysis, Face
 from api.matching import Gallery, Match
-from api.repository import Repository, Tx, utcnow
+from api.repository import GalleryEntry, Repository, Tx, utcnow
 from api.settings import Settings
 
+MODES = ("track", "search", "detect")
 
 
 def slugify(name: str) -> str:
@@ -47,11 +61,23 @@ def normalised_mean(vectors: np.ndarray) -> np.ndarray:
     return (m / max(float(np.linalg.norm(m)), 1e-12)).astype(np.float32)
 
 
+def pick_face(analysis: Analysis, largest_face: bool, what: str = "the image") -> Face:
+    """The one face of a photo: 400 when there is none, or several and not largest_face.
+    The pipeline returns faces largest first."""
+    faces = analysis.faces
+    if not faces:
+        raise NoFace(f"no face found in {what}; send a photo with one clearly visible face")
+    if len(faces) > 1 and not largest_face:
+        raise TooManyFaces(f"found {len(faces)} faces in {what}; send a photo with exactly one face "
+                           "or set largest_face=true to use the largest one")
+    return faces[0]
+
+
 @dataclass
 class Identified:
     face: Face
-    kind: str
-    person_id: str | None  # None: below the quality gate, matched nobody, not remembered
+    kind: str | None  # None in detect mode
+    person_id: str | None  # None: no match (search), no matching (detect), below the quality gate (track)
     person_name: str | None
     similarity: float | None
 
@@ -62,6 +88,27 @@ class Registered:
     created: bool
     samples: int
     promoted_unknown: str | None
+    similarity: float | None = None
+
+
+@dataclass
+class Merged:
+    person_id: str  # the survivor
+    merged_id: str  # the person that no longer exists
+    identity: str
+
+
+@dataclass
+class _Write:
+    """What a locked write changed: applied in memory after the commit."""
+    tx: Tx
+    changes: list[GalleryEntry] = field(default_factory=list)
+
+    def put(self, person_id: str, kind: str, vector: np.ndarray, name: str | None = None) -> None:
+        self.changes.append(GalleryEntry(person_id, kind, np.asarray(vector, np.float32), name))
+
+    def gone(self, person_id: str) -> None:
+        self.changes.append(GalleryEntry(person_id, None, None, None))
 
 
 class IdentityService:
@@ -69,15 +116,23 @@ class IdentityService:
         self.repo, self.settings = repo, settings
         self.gallery = Gallery()
         self.names: dict[str, str] = {}  # known person_id -> name, for responses
-        self.seq = 0
+        self.seq = 0  # position in gallery_changes this worker's gallery reflects
         self.lock = asyncio.Lock()
         self.model = ("face_multitask", "unknown")
 
+    @property
+    def threshold(self) -> float:
+        return self.settings.matching.threshold
+
     async def load(self) -> None:
-        ids, kinds, vecs, seq = await self.repo.load_gallery()
-        self.gallery.load(ids, kinds, vecs)
-        self.seq = seq
-        await self._load_names()
+        """(Re)load the whole gallery; under the lock so no search sees it half-built."""
+        async with self.lock:
+            entries, seq = await self.repo.load_gallery()
+            gallery = Gallery()
+            vecs = np.stack([e.vector for e in entries]) if entries else np.zeros((0, 128), np.float32)
+            gallery.load([e.person_id for e in entries], [e.kind for e in entries], vecs)
+            self.gallery, self.seq = gallery, seq
+            self.names = {e.person_id: e.name for e in entries if e.kind == "known"}
 
     async def refresh_model(self, inference) -> None:
         """Which face_multitask version serves: stored with every embedding, because
@@ -86,22 +141,23 @@ class IdentityService:
         if status.get("mlflow_version"):
             self.model = (self.settings.triton.multitask_model, status["mlflow_version"])
 
-    async def _load_names(self) -> None:
-        async with self.repo.transaction() as tx:
-            self.names = dict(await tx.fetchall("SELECT person_id, person_name FROM known_faces"))
+    def _apply(self, changes: list[GalleryEntry]) -> None:
+        for c in changes:
+            if c.kind is None:
+                self.gallery.remove(c.person_id)
+                self.names.pop(c.person_id, None)
+            else:
+                self.gallery.upsert(c.person_id, c.kind, c.vector)
+                if c.kind == "known":
+                    self.names[c.person_id] = c.name
+                else:
+                    self.names.pop(c.person_id, None)
 
     async def _replay(self, tx: Tx) -> None:
-        changes, self.seq = await self.repo.changes_since(tx, self.seq)
-        for pid, kind, vec in changes:
-            if kind is None:
-                self.gallery.remove(pid)
-                self.names.pop(pid, None)
-            else:
-                self.gallery.upsert(pid, kind, vec)
-                if kind == "known":
-                    row = await tx.fetchone("SELECT person_name FROM known_faces WHERE person_id = %s", (pid,))
-                    if row:
-                        self.names[pid] = row[0]
+        """Apply what others changed since our position. Caller holds self.lock."""
+        changes, seq = await self.repo.changes_since(tx, self.seq)  # every read happens here
+        self._apply(changes)
+        self.seq = seq  # only once applied
 
     async def sync(self) -> None:
         """Pick up what other workers changed (called periodically)."""
@@ -109,55 +165,85 @@ class IdentityService:
             async with self.repo.transaction() as tx:
                 await self._replay(tx)
 
-    # -- /analyze ----------------------------------------------------------------------------
-    async def identify(self, analysis: Analysis, threshold: float | None = None,
-                       remember: list[bool] | None = None) -> list[Identified]:
-        """Match every face; one that matches nobody becomes a new unknown person unless
-        `remember` says no for it (below the quality gate): then it is returned with no
-        person_id and leaves no row."""
-        faces = analysis.faces
-        if not faces:
-            return []
-        threshold = self.settings.matching.threshold if threshold is None else threshold
-        remember = remember or [True] * len(faces)
-        embs = np.stack([f.embedding for f in faces])
-        now = utcnow()
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[_Write]:
+        """A gallery-changing transaction: both locks, replayed first; the changes recorded
+        on the _Write are logged in the same transaction and applied here after the commit."""
         async with self.lock:
             async with self.repo.transaction(locked=True) as tx:
                 await self._replay(tx)
-                matches = self.gallery.search(embs, threshold)
-                new_rows, counts, results, det_rows = [], {}, [], []
-                for face, m, keep in zip(faces, matches, remember):
-                    if m is None and not keep:
-                        results.append(Identified(face, "unknown", None, None, None))
-                        continue
-                    if m is None:
+                w = _Write(tx)
+                yield w
+                own, last = [], self.seq
+                if w.changes:
+                    own = await self.repo.log_change(tx, [c.person_id for c in w.changes], utcnow())
+                    # under the database-wide lock nobody else logs: the rows after our position are ours
+                    if await self.repo.changes_after(tx, self.seq) == len(own):
+                        last = max(own)
+            self._apply(w.changes)
+            self.seq = last
+
+    # -- /analyze ----------------------------------------------------------------------------
+    async def identify(self, analysis: Analysis, mode: str = "track", threshold: float | None = None,
+                       remember: list[bool] | None = None) -> list[Identified]:
+        """Match every face (mode track/search; detect: no matching). In track mode a face that
+        matches nobody becomes a new unknown person unless `remember` says no for it (below
+        the quality gate): then it is returned with no person_id and leaves no row."""
+        faces = analysis.faces
+        if not faces or mode == "detect":
+            return [Identified(f, None, None, None, None) for f in faces]
+        threshold = self.threshold if threshold is None else threshold
+        remember = remember or [True] * len(faces)
+        embs = np.stack([f.embedding for f in faces])
+        if mode == "search":
+            return await self._search_only(faces, embs, threshold)
+        now = utcnow()
+        async with self._writing() as w:
+            matches = self.gallery.search(embs, threshold)
+            new_rows, new_vecs, counts, results, det_rows = [], [], {}, [], []
+            for face, m, keep in zip(faces, matches, remember):
+                if m is None and new_vecs:
+                    # the same new face twice in one photo (a mirror, a poster): one person
+                    sims = np.stack(new_vecs) @ face.embedding
+                    j = int(np.argmax(sims))
+                    if sims[j] >= self.settings.matching.same_image_threshold:
+                        m = Match(new_rows[j][0], "unknown", float(sims[j]))
+                if m is None and not keep:
+                    results.append(Identified(face, "unknown", None, None, None))
+                    continue
+                if m is None:
+                    pid = new_unknown_id()
+                    while pid in self.gallery or any(r[0] == pid for r in new_rows):
                         pid = new_unknown_id()
-                        while pid in self.gallery or any(r[0] == pid for r in new_rows):
-                            pid = new_unknown_id()
-                        new_rows.append((pid, face.embedding.tobytes(), encode_crop(face.chip),
-                                         *self.model, now))
-                        m = Match(pid, "unknown", float("nan"))
-                    if m.kind == "unknown":
-                        counts[m.person_id] = counts.get(m.person_id, 0) + 1
-                    results.append(Identified(face, m.kind, m.person_id, self.names.get(m.person_id),
-                                              None if np.isnan(m.similarity) else m.similarity))
-                    det_rows.append(self._detection_row(face, m, now))
-                await self.repo.insert_unknowns(tx, new_rows)
-                await self.repo.bump_unknowns(tx, counts, now)
-                await self.repo.insert_detections(tx, det_rows)
-                await self.repo.log_change(tx, [r[0] for r in new_rows], now)
-                seq_after = (await tx.fetchone("SELECT COALESCE(MAX(seq), 0) FROM gallery_changes"))[0]
-            # committed: now the in-memory gallery may learn the new people
-            for pid, emb, *_ in new_rows:
-                self.gallery.upsert(pid, "unknown", np.frombuffer(emb, np.float32))
-            self.seq = max(self.seq, int(seq_after))
+                    new_rows.append((pid, face.embedding.tobytes(), encode_crop(face.chip), *self.model, now))
+                    new_vecs.append(face.embedding)
+                    m = Match(pid, "unknown", float("nan"))
+                if m.kind == "unknown":
+                    counts[m.person_id] = counts.get(m.person_id, 0) + 1
+                results.append(Identified(face, m.kind, m.person_id, self.names.get(m.person_id),
+                                          None if np.isnan(m.similarity) else m.similarity))
+                det_rows.append(self._detection_row(face, m, now))
+            await self.repo.insert_unknowns(w.tx, new_rows)
+            await self.repo.bump_unknowns(w.tx, counts, now)
+            await self.repo.insert_detections(w.tx, det_rows)
+            for (pid, *_), vec in zip(new_rows, new_vecs):
+                w.put(pid, "unknown", vec)
         for r in results:
             if r.person_id is None:
                 metrics.IDENTITIES.labels("below_quality_gate").inc()
                 continue
             metrics.IDENTITIES.labels(r.kind if r.similarity is not None or r.kind == "known" else "new_unknown").inc()
         return results
+
+    async def _search_only(self, faces: list[Face], embs: np.ndarray, threshold: float) -> list[Identified]:
+        """mode=search: up to date with the change log, then a search; nothing is written."""
+        async with self.lock:
+            async with self.repo.transaction() as tx:
+                await self._replay(tx)
+            matches = self.gallery.search(embs, threshold)
+            names = {m.person_id: self.names.get(m.person_id) for m in matches if m}
+        return [Identified(f, m.kind, m.person_id, names[m.person_id], m.similarity) if m else
+                Identified(f, "unknown", None, None, None) for f, m in zip(faces, matches)]
 
     @staticmethod
     def _detection_row(face: Face, m: Match, now: dt.datetime) -> tuple:
@@ -169,38 +255,43 @@ class IdentityService:
 
     # -- /register and naming ----------------------------------------------------------------
     async def register(self, analysis: Analysis, name: str, image: bytes | None,
-                       largest_face: bool = False) -> Registered:
-        faces = analysis.faces
-        if not faces:
-            raise NoFace("no face found in the image; send a photo with one clearly visible face")
-        if len(faces) > 1 and not largest_face:
-            raise TooManyFaces(f"found {len(faces)} faces; send a photo with exactly one face "
-                               "or set largest_face=true to register the largest one")
-        face = faces[0]  # the pipeline returns the largest face first
+                       largest_face: bool = False, force: bool = False) -> Registered:
+        """The enrolment rule: a new name creates a person unless the face already is another
+        known person; an existing name gets the sample only if the face matches that person's
+        template. Both at the matching threshold; force=true overrides either check."""
+        face = pick_face(analysis, largest_face)
         now = utcnow()
         crop = encode_crop(face.chip)
         stored_image = image if self.settings.database.store_original_image else None
-        async with self.lock:
-            async with self.repo.transaction(locked=True) as tx:
-                await self._replay(tx)
-                match = self.gallery.search(face.embedding[None], self.settings.matching.threshold)[0]
-                existing = await self.repo.known_by_name(tx, name)
-                if existing:
-                    person_id, created = existing[0], False
-                else:
-                    person_id, created = await self._new_known_id(tx, name, now), True
-                promoted = match.person_id if match and match.kind == "unknown" else None
-                template, samples = await self._add_sample(
-                    tx, person_id, name, face.embedding, crop, stored_image, now, created,
-                    face_age=face.age, face_gender="male" if face.p_male >= 0.5 else "female")
-                if promoted:
-                    await self.repo.promote_unknown(tx, promoted, person_id)
-                await self.repo.log_change(tx, [person_id] + ([promoted] if promoted else []), now)
-            self.gallery.upsert(person_id, "known", template)
-            self.names[person_id] = name
+        async with self._writing() as w:
+            tx = w.tx
+            match = self.gallery.search(face.embedding[None], self.threshold)[0]
+            existing = await self.repo.known_by_name(tx, name)
+            similarity = None
+            if existing:
+                person_id, created = existing[0], False
+                similarity = float(np.frombuffer(existing[1], np.float32) @ face.embedding)
+                if similarity < self.threshold and not force:
+                    raise FaceMismatch(
+                        f"the face does not match {name}'s template (similarity {similarity:.3f} < "
+                        f"{self.threshold}); send a photo of {name}, register it under another name, "
+                        "or pass force=true to add it to this person anyway")
+            else:
+                if match is not None and match.kind == "known" and not force:
+                    raise FaceMatchesOtherPerson(
+                        f"this face is already known as person {match.person_id} (similarity "
+                        f"{match.similarity:.3f}); register it under that person's name, or pass "
+                        "force=true to create a separate person")
+                person_id, created = await self._new_known_id(tx, name, now), True
+            promoted = match.person_id if match and match.kind == "unknown" else None
+            template, samples = await self._add_sample(
+                tx, person_id, name, face.embedding, crop, stored_image, now, created,
+                face_age=face.age, face_gender="male" if face.p_male >= 0.5 else "female")
             if promoted:
-                self.gallery.remove(promoted)
-        return Registered(person_id, created, samples, promoted)
+                await self.repo.promote_unknown(tx, promoted, person_id)
+                w.gone(promoted)
+            w.put(person_id, "known", template, name)
+        return Registered(person_id, created, samples, promoted, similarity)
 
     async def _new_known_id(self, tx: Tx, name: str, now: dt.datetime) -> str:
         base = f"known_{slugify(name)}_{int(now.replace(tzinfo=dt.timezone.utc).timestamp())}"
@@ -212,56 +303,122 @@ class IdentityService:
 
     async def _add_sample(self, tx: Tx, person_id: str, name: str, emb: np.ndarray, crop: bytes | None,
                           image: bytes | None, now: dt.datetime, created: bool,
-                          face_age: float | None = None, face_gender: str | None = None):
-        await self.repo.add_known_sample(tx, person_id, emb.tobytes(), crop, image, self.model, now)
-        samples = await self.repo.known_samples(tx, person_id)
-        template = normalised_mean(samples)
+                          face_age: float | None = None, face_gender: str | None = None,
+                          model: tuple[str, str] | None = None):
+        model = model or self.model
+        await self.repo.add_known_sample(tx, person_id, emb.tobytes(), crop, image, model, now)
+        template, count = await self._retemplate(tx, person_id, now) if not created else (emb, 1)
         if created:
             await self.repo.insert_known(tx, person_id, name, template.tobytes(), crop, image, face_age,
-                                         face_gender, self.model, now, sample_count=len(samples))
-        else:
-            await self.repo.update_known_template(tx, person_id, template.tobytes(), len(samples), now)
+                                         face_gender, model, now, sample_count=1)
+        return template, count
+
+    async def _retemplate(self, tx: Tx, person_id: str, now: dt.datetime) -> tuple[np.ndarray, int]:
+        """A known person's template: the normalised mean of their samples."""
+        samples = await self.repo.known_samples(tx, person_id)
+        template = normalised_mean(samples)
+        await self.repo.update_known_template(tx, person_id, template.tobytes(), len(samples), now)
         return template, len(samples)
 
+    async def _kind(self, tx: Tx, person_id: str) -> str:
+        if await self.repo.known_row(tx, person_id):
+            return "known"
+        if await self.repo.unknown_row(tx, person_id):
+            return "unknown"
+        raise NotFound(f"no person {person_id}")
+
+    async def _name_free(self, tx: Tx, name: str, person_id: str) -> None:
+        owner = await self.repo.known_by_name(tx, name)
+        if owner and owner[0] != person_id:
+            raise NameTaken(f"{name} is already the name of {owner[0]}; to make them one person, "
+                            f"POST /persons/{person_id}/merge with {{\"into\": \"{owner[0]}\"}}")
+
     async def name_person(self, person_id: str, name: str) -> str:
-        """PATCH: rename a known person, or name an unknown one (it becomes known)."""
+        """PATCH: rename a known person, or name an unknown one (it becomes known). A name
+        another known person has is refused (409): joining two people is an explicit merge."""
         now = utcnow()
-        async with self.lock:
-            async with self.repo.transaction(locked=True) as tx:
-                await self._replay(tx)
-                kind = self.gallery.kind_of(person_id)
-                if kind is None:
-                    raise NotFound(f"no person {person_id}")
-                if kind == "known":
-                    await self.repo.rename_known(tx, person_id, name, now)
-                    await self.repo.log_change(tx, [person_id], now)
-                    target, template = person_id, None
-                else:
-                    row = await self.repo.unknown_row(tx, person_id)
-                    emb = np.frombuffer(row[0], np.float32)
-                    existing = await self.repo.known_by_name(tx, name)
-                    target = existing[0] if existing else await self._new_known_id(tx, name, now)
-                    template, _ = await self._add_sample(tx, target, name, emb, row[1], None, now,
-                                                         created=not existing)
-                    await self.repo.promote_unknown(tx, person_id, target)
-                    await self.repo.log_change(tx, [person_id, target], now)
-            self.names[target] = name
-            if template is not None:
-                self.gallery.remove(person_id)
-                self.gallery.upsert(target, "known", template)
+        async with self._writing() as w:
+            tx = w.tx
+            kind = await self._kind(tx, person_id)
+            await self._name_free(tx, name, person_id)
+            if kind == "known":
+                await self.repo.rename_known(tx, person_id, name, now)
+                w.put(person_id, "known", np.frombuffer((await self.repo.known_row(tx, person_id))[1], np.float32),
+                      name)
+                return person_id
+            row = await self.repo.unknown_row(tx, person_id)
+            emb = np.frombuffer(row[0], np.float32)
+            target = await self._new_known_id(tx, name, now)
+            template, _ = await self._add_sample(tx, target, name, emb, row[1], None, now, created=True,
+                                                 model=(row[5], row[6]))
+            await self.repo.promote_unknown(tx, person_id, target)
+            w.gone(person_id)
+            w.put(target, "known", template, name)
         return target
 
-    async def delete_person(self, person_id: str) -> int:
+    async def merge(self, person_id: str, into: str) -> Merged:
+        """Make two people one: samples, sightings and counts move. When one side is known the
+        known person survives (a name is never dropped); otherwise `into` does."""
+        if person_id == into:
+            raise InvalidField("a person cannot be merged into itself")
         now = utcnow()
-        async with self.lock:
-            async with self.repo.transaction(locked=True) as tx:
-                n = await self.repo.delete_person(tx, person_id)
-                if n == 0:
-                    raise NotFound(f"no person {person_id}")
-                await self.repo.log_change(tx, [person_id], now)
-            self.gallery.remove(person_id)
-            self.names.pop(person_id, None)
+        async with self._writing() as w:
+            tx = w.tx
+            kinds = {p: await self._kind(tx, p) for p in (person_id, into)}
+            source, target = person_id, into
+            if kinds[source] == "known" and kinds[target] == "unknown":
+                source, target = target, source
+            if kinds[target] == "known":
+                name, *_ = await self.repo.known_row(tx, target)
+                if kinds[source] == "known":
+                    await self.repo.absorb_known(tx, source, target)
+                else:
+                    row = await self.repo.unknown_row(tx, source)
+                    await self.repo.add_known_sample(tx, target, bytes(row[0]), row[1], None, (row[5], row[6]), now)
+                    await self.repo.promote_unknown(tx, source, target)
+                template, _ = await self._retemplate(tx, target, now)
+                w.put(target, "known", template, name)
+            else:
+                src, dst = await self.repo.unknown_row(tx, source), await self.repo.unknown_row(tx, target)
+                template = normalised_mean(np.stack([np.frombuffer(dst[0], np.float32),
+                                                     np.frombuffer(src[0], np.float32)]))
+                await self.repo.absorb_unknown(tx, source, target, template.tobytes(), min(src[3], dst[3]),
+                                               max(src[4], dst[4]), int(src[2]), now)
+                w.put(target, "unknown", template)
+            w.gone(source)
+        return Merged(target, source, kinds[target])
+
+    async def delete_sample(self, person_id: str, sample_id: int) -> int:
+        """Remove one sample of a known person; the template is recomputed from the rest."""
+        now = utcnow()
+        async with self._writing() as w:
+            tx = w.tx
+            kind = await self._kind(tx, person_id)
+            ids = await self.repo.sample_ids(tx, person_id) if kind == "known" else [0]
+            if sample_id not in ids:
+                raise NotFound(f"{person_id} has no sample {sample_id}")
+            if len(ids) == 1:
+                raise LastSample(f"sample {sample_id} is the only sample of {person_id}; "
+                                 f"DELETE /persons/{person_id} erases the person")
+            await self.repo.delete_sample(tx, person_id, sample_id)
+            template, count = await self._retemplate(tx, person_id, now)
+            w.put(person_id, "known", template, (await self.repo.known_row(tx, person_id))[0])
+        return count
+
+    async def delete_person(self, person_id: str) -> int:
+        async with self._writing() as w:
+            n = await self.repo.delete_person(w.tx, person_id)
+            if n == 0:
+                raise NotFound(f"no person {person_id}")
+            w.gone(person_id)
         return n
+
+    # -- /verify -----------------------------------------------------------------------------
+    async def template_of(self, person_id: str) -> tuple[str, str | None, np.ndarray]:
+        found = await self.repo.template(person_id)
+        if found is None:
+            raise NotFound(f"no person {person_id}")
+        return found
 
 
 def clean_name(raw: str | None) -> str:

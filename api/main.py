@@ -19,7 +19,7 @@ from api.errors import DatabaseUnavailable, error_response
 from api.identity import IdentityService
 from api.inference import InferenceClient
 from api.repository import Repository, utcnow
-from api.routes import analyze, health, persons, register, stats
+from api.routes import analyze, health, persons, register, stats, verify
 from api.routes.common import Services
 from api.settings import PROJECT_ROOT, Settings, get_settings
 
@@ -146,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Face Analytics API", version="1.0.0", description=DESCRIPTION,
                   lifespan=lifespan)
     errors.install(app)
-    for module in (analyze, register, stats, health, persons):
+    for module in (analyze, register, verify, stats, health, persons):
         app.include_router(module.router)
 
     # the web console: static files only; it sends the API key itself (see api/ui/app.js)

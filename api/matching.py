@@ -2,12 +2,18 @@
 
 Embeddings are L2-normalised, so cosine = inner product. Small galleries are searched
 exactly (faiss flat index). From ``ann_threshold`` entries on, a 4-bit product-quantised
-fast-scan index finds candidates and an exact re-rank of the best ``k_factor`` of them picks
-the answer ("PQ64x4fs,RFlat"): about 2 ms per face at a million identities on one core,
+fast-scan index ("PQ64x4fs") finds ``k_factor`` candidates per wanted neighbour and an exact
+re-rank against the stored vectors picks the answer: about 2 ms per face at a million
+identities on one core,
 built in seconds. We measured HNSW (minutes to build at 1M) and IVF (recall fell to 0.3-0.7
 at realistic match similarities) before choosing it; see loadtests/gallery_benchmark.py
 for time and recall@1 against exact search.
-Removals leave a tombstone; the index is rebuilt when tombstones pile up.
+
+Removals (and the old row of an updated person) leave a tombstone in the index. A search
+asks for ``tombstones`` more neighbours than it needs: at most that many of them can be dead,
+so the best live row is always among them and the flat index stays exact however many
+changes came before. Tombstones are compacted away past ``max(min_compact, live/64)``,
+which bounds that ``k``; compaction re-adds the live rows without retraining the quantiser.
 """
 
 from __future__ import annotations
@@ -28,16 +34,18 @@ class Match:
 
 
 class Gallery:
-    def __init__(self, dim: int = 128, ann_threshold: int = 50_000, k_factor: int = 64):
+    def __init__(self, dim: int = 128, ann_threshold: int = 50_000, k_factor: int = 64,
+                 min_compact: int = 256):
         self.dim, self.ann_threshold, self.k_factor = dim, ann_threshold, k_factor
-        self._trained_n = 0
+        self.min_compact = min_compact
         self._ids: list[str | None] = []  # faiss row -> person_id (None = removed)
         self._kinds: list[str] = []
         self._row: dict[str, int] = {}
         self._vectors: list[np.ndarray] = []
         self._index = faiss.IndexFlatIP(dim)
         self._tombstones = 0
-        self._trained_n = 0
+        self._trained_n = 0  # size the quantiser was trained at (0: exact index)
+        self.compactions = 0
 
     def __len__(self) -> int:
         return len(self._row)
@@ -45,39 +53,69 @@ class Gallery:
     def __contains__(self, person_id: str) -> bool:
         return person_id in self._row
 
+    @property
+    def tombstones(self) -> int:
+        return self._tombstones
+
     def kind_of(self, person_id: str) -> str | None:
         row = self._row.get(person_id)
         return None if row is None else self._kinds[row]
 
+    def vector_of(self, person_id: str) -> np.ndarray | None:
+        row = self._row.get(person_id)
+        return None if row is None else self._vectors[row]
+
+    def live(self) -> tuple[list[str], list[str], np.ndarray]:
+        """(person_ids, kinds, vectors) of every live entry, in row order."""
+        rows = sorted(self._row.values())
+        vecs = np.stack([self._vectors[r] for r in rows]) if rows else np.zeros((0, self.dim), np.float32)
+        return [self._ids[r] for r in rows], [self._kinds[r] for r in rows], vecs
+
     def _new_index(self, vectors: np.ndarray):
         n = len(vectors)
         if n < self.ann_threshold:
+            self._trained_n = 0
             return faiss.IndexFlatIP(self.dim)
-        index = faiss.index_factory(self.dim, "PQ64x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
+        # no refine index of its own: the exact re-rank uses self._vectors
+        index = faiss.index_factory(self.dim, "PQ64x4fs", faiss.METRIC_INNER_PRODUCT)
         sample = vectors[np.random.default_rng(0).choice(n, min(n, 100_000), replace=False)]
         faiss.omp_set_num_threads(0)  # training may use every core; searches stay single-threaded
         try:
             index.train(np.ascontiguousarray(sample, np.float32))
         finally:
             faiss.omp_set_num_threads(1)
-        index.k_factor = self.k_factor
         self._trained_n = n
         return index
 
-    def rebuild(self) -> None:
-        live = [(pid, kind, vec) for pid, kind, vec in zip(self._ids, self._kinds, self._vectors)
-                if pid is not None]
+    def _reset(self) -> None:
         self._ids, self._kinds, self._vectors, self._row = [], [], [], {}
         self._tombstones = 0
-        vectors = np.stack([v for _, _, v in live]) if live else np.zeros((0, self.dim), np.float32)
-        self._index = self._new_index(vectors)
-        if live:
-            self._append([p for p, _, _ in live], [k for _, k, _ in live], vectors)
+
+    def rebuild(self) -> None:
+        """A fresh index of the live entries (retrains the quantiser when there is one)."""
+        ids, kinds, vectors = self.live()
+        self.load(ids, kinds, vectors)
+
+    def compact(self) -> None:
+        """Drop tombstones. The flat index is simply refilled; the quantised one keeps its
+        training unless the gallery moved far from the size it was trained at."""
+        ids, kinds, vectors = self.live()
+        n = len(ids)
+        exact_wanted = n < self.ann_threshold
+        is_exact = self._trained_n == 0
+        if exact_wanted != is_exact or (self._trained_n and not self._trained_n / 4 <= n <= 4 * self._trained_n):
+            self.load(ids, kinds, vectors)
+        else:
+            self._reset()
+            self._index.reset()
+            if n:
+                self._append(ids, kinds, vectors)
+        self.compactions += 1
 
     def load(self, person_ids: list[str], kinds: list[str], vectors: np.ndarray) -> None:
-        self._ids, self._kinds, self._vectors, self._row = [], [], [], {}
-        self._tombstones = 0
-        self._index = self._new_index(np.asarray(vectors, np.float32).reshape(-1, self.dim))
+        vectors = np.asarray(vectors, np.float32).reshape(-1, self.dim)
+        self._reset()
+        self._index = self._new_index(vectors)
         if len(person_ids):
             self._append(person_ids, kinds, vectors)
 
@@ -88,15 +126,19 @@ class Gallery:
         for i, (pid, kind) in enumerate(zip(person_ids, kinds)):
             self._ids.append(pid)
             self._kinds.append(kind)
-            self._vectors.append(vectors[i])
+            self._vectors.append(vectors[i].copy())
             self._row[pid] = start + i
         # grew past the exact-search size, or 4x past what the quantiser was trained on
-        if (isinstance(self._index, faiss.IndexFlatIP) and len(self._ids) >= self.ann_threshold) or \
-                (self._trained_n and len(self._ids) > 4 * self._trained_n):
+        if (self._trained_n == 0 and len(self._row) >= self.ann_threshold) or \
+                (self._trained_n and len(self._row) > 4 * self._trained_n):
             self.rebuild()
 
     def upsert(self, person_id: str, kind: str, vector: np.ndarray) -> None:
-        if person_id in self._row:
+        vector = np.asarray(vector, np.float32).reshape(self.dim)
+        row = self._row.get(person_id)
+        if row is not None and self._kinds[row] == kind and np.array_equal(self._vectors[row], vector):
+            return  # unchanged (a rename, or a change seen twice): no tombstone
+        if row is not None:
             self.remove(person_id)
         self._append([person_id], [kind], vector[None])
 
@@ -106,21 +148,30 @@ class Gallery:
             return
         self._ids[row] = None
         self._tombstones += 1
-        if self._tombstones > 1000 and self._tombstones > len(self._row) // 4:
-            self.rebuild()
+        if self._tombstones > max(self.min_compact, len(self._row) // 64):
+            self.compact()
 
     def search(self, vectors: np.ndarray, threshold: float, k: int = 4) -> list[Match | None]:
         """Best live match at or above `threshold` for each row of `vectors`."""
         if not self._row or len(vectors) == 0:
             return [None] * len(vectors)
-        k = min(k + self._tombstones, len(self._ids)) if self._tombstones < 64 else min(64, len(self._ids))
-        sims, rows = self._index.search(np.ascontiguousarray(vectors, np.float32), k)
+        q = np.ascontiguousarray(vectors, np.float32).reshape(-1, self.dim)
+        exact = self._trained_n == 0
+        # at most `tombstones` dead rows can rank above the best live one
+        want = (k if exact else k * self.k_factor) + self._tombstones
+        sims, rows = self._index.search(q, min(want, len(self._ids)))
         out: list[Match | None] = []
-        for srow, rrow in zip(sims, rows):
-            best = None
-            for s, r in zip(srow, rrow):
-                if r >= 0 and self._ids[r] is not None:
-                    best = Match(self._ids[r], self._kinds[r], float(s)) if s >= threshold else None
-                    break
-            out.append(best)
+        for qi, (srow, rrow) in enumerate(zip(sims, rows)):
+            live = [(float(s), int(r)) for s, r in zip(srow, rrow) if r >= 0 and self._ids[r] is not None]
+            if not live:
+                out.append(None)
+                continue
+            if exact:
+                s, r = live[0]  # already in order
+            else:  # re-rank the quantised candidates by their exact similarity
+                cand = [r for _, r in live]
+                exact_sims = np.stack([self._vectors[r] for r in cand]) @ q[qi]
+                best = int(np.argmax(exact_sims))
+                s, r = float(exact_sims[best]), cand[best]
+            out.append(Match(self._ids[r], self._kinds[r], s) if s >= threshold else None)
         return out

@@ -77,6 +77,10 @@ class Tx:
             async with asyncio.timeout(self.timeout):
                 await self.cur.executemany(self._sql(sql), [tuple(self._param(p) for p in r) for r in rows])
 
+    @property
+    def lastrowid(self) -> int:
+        return int(self.cur.lastrowid)
+
     async def fetchall(self, sql: str, params: Sequence = ()) -> list[tuple]:
         await self.execute(sql, params)
         return list(await self.cur.fetchall())
@@ -264,6 +268,35 @@ class PersonRow:
     gender: str | None = None
 
 
+@dataclass
+class GalleryEntry:
+    person_id: str
+    kind: str | None  # "known" | "unknown" | None: the person is gone
+    vector: np.ndarray | None
+    name: str | None
+
+
+@dataclass
+class Sample:
+    sample_id: int
+    created_at: object
+    model_version: str | None
+    has_crop: bool
+
+
+@dataclass
+class Sighting:
+    detection_id: int
+    detected_at: object
+    face_type: str
+    confidence: float
+    box: tuple[int, int, int, int]
+    age: float | None
+    gender: str | None
+    gender_confidence: float | None
+    similarity: float | None
+
+
 def _emb(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, np.float32)
 
@@ -350,36 +383,46 @@ class Repository:
             return False
 
     # -- gallery ------------------------------------------------------------------------
-    async def load_gallery(self) -> tuple[list[str], list[str], np.ndarray, int]:
+    async def load_gallery(self) -> tuple[list[GalleryEntry], int]:
+        """Every person's current template and the change-log position it reflects (one snapshot)."""
         async with self.transaction() as tx:
             seq = (await tx.fetchone("SELECT COALESCE(MAX(seq), 0) FROM gallery_changes"))[0]
-            known = await tx.fetchall("SELECT person_id, embedding FROM known_faces")
+            known = await tx.fetchall("SELECT person_id, embedding, person_name FROM known_faces")
             unknown = await tx.fetchall("SELECT person_id, embedding FROM unknown_faces")
-        ids = [r[0] for r in known] + [r[0] for r in unknown]
-        kinds = ["known"] * len(known) + ["unknown"] * len(unknown)
-        vecs = np.stack([_emb(r[1]) for r in known + unknown]) if ids else np.zeros((0, 128), np.float32)
-        return ids, kinds, vecs, int(seq)
+        entries = [GalleryEntry(r[0], "known", _emb(r[1]), r[2]) for r in known]
+        entries += [GalleryEntry(r[0], "unknown", _emb(r[1]), None) for r in unknown]
+        return entries, int(seq)
 
-    async def changes_since(self, tx: Tx, seq: int) -> tuple[list[tuple[str, str | None, np.ndarray | None]], int]:
-        """(person_id, kind or None if gone, embedding) for people changed after `seq`."""
+    async def changes_since(self, tx: Tx, seq: int) -> tuple[list[GalleryEntry], int]:
+        """The current state of every person changed after `seq`, in change order (kind None:
+        gone), and the position to continue from. Reads everything before the caller applies
+        anything, so a database error leaves the caller's gallery and position untouched."""
         rows = await tx.fetchall("SELECT seq, person_id FROM gallery_changes WHERE seq > %s ORDER BY seq", (seq,))
         if not rows:
             return [], seq
-        out = []
-        for pid in dict.fromkeys(r[1] for r in rows):
-            k = await tx.fetchone("SELECT embedding FROM known_faces WHERE person_id = %s", (pid,))
-            u = None if k else await tx.fetchone("SELECT embedding FROM unknown_faces WHERE person_id = %s", (pid,))
-            if k:
-                out.append((pid, "known", _emb(k[0])))
-            elif u:
-                out.append((pid, "unknown", _emb(u[0])))
-            else:
-                out.append((pid, None, None))
-        return out, int(rows[-1][0])
+        pids = list(dict.fromkeys(r[1] for r in rows))
+        state: dict[str, GalleryEntry] = {}
+        for start in range(0, len(pids), 500):
+            part = pids[start:start + 500]
+            marks = ", ".join(["%s"] * len(part))
+            for r in await tx.fetchall(f"SELECT person_id, embedding FROM unknown_faces WHERE person_id IN ({marks})",
+                                       part):
+                state[r[0]] = GalleryEntry(r[0], "unknown", _emb(r[1]), None)
+            for r in await tx.fetchall("SELECT person_id, embedding, person_name FROM known_faces"
+                                       f" WHERE person_id IN ({marks})", part):
+                state[r[0]] = GalleryEntry(r[0], "known", _emb(r[1]), r[2])
+        return [state.get(p, GalleryEntry(p, None, None, None)) for p in pids], int(rows[-1][0])
 
-    async def log_change(self, tx: Tx, person_ids: Sequence[str], now: dt.datetime) -> None:
-        await tx.executemany("INSERT INTO gallery_changes (person_id, changed_at) VALUES (%s, %s)",
-                             [(p, now) for p in person_ids])
+    async def log_change(self, tx: Tx, person_ids: Sequence[str], now: dt.datetime) -> list[int]:
+        """One gallery_changes row per person; returns their seq numbers."""
+        seqs = []
+        for p in person_ids:
+            await tx.execute("INSERT INTO gallery_changes (person_id, changed_at) VALUES (%s, %s)", (p, now))
+            seqs.append(tx.lastrowid)
+        return seqs
+
+    async def changes_after(self, tx: Tx, seq: int) -> int:
+        return int((await tx.fetchone("SELECT COUNT(*) FROM gallery_changes WHERE seq > %s", (seq,)))[0])
 
     # -- writes of one analysis ------------------------------------------------------------
     async def insert_unknowns(self, tx: Tx, rows: Sequence[tuple]) -> None:
@@ -431,7 +474,8 @@ class Repository:
             (person_id, embedding, crop, image, model[0], model[1], now))
 
     async def known_samples(self, tx: Tx, person_id: str) -> np.ndarray:
-        rows = await tx.fetchall("SELECT embedding FROM known_face_samples WHERE person_id = %s", (person_id,))
+        rows = await tx.fetchall("SELECT embedding FROM known_face_samples WHERE person_id = %s ORDER BY id",
+                                 (person_id,))
         return np.stack([_emb(r[0]) for r in rows]) if rows else np.zeros((0, 128), np.float32)
 
     async def update_known_template(self, tx: Tx, person_id: str, embedding: bytes, count: int,
@@ -441,14 +485,96 @@ class Repository:
 
     async def promote_unknown(self, tx: Tx, unknown_id: str, known_id: str) -> int:
         """Attribute an unknown person's history to a known one and drop the unknown."""
-        n = await tx.execute("UPDATE face_detections SET person_id = %s, face_type = 'known'"
-                             " WHERE person_id = %s", (known_id, unknown_id))
+        n = await self.move_detections(tx, unknown_id, known_id, "known")
         await tx.execute("DELETE FROM unknown_faces WHERE person_id = %s", (unknown_id,))
         return n
 
+    async def move_detections(self, tx: Tx, from_id: str, to_id: str, face_type: str) -> int:
+        return await tx.execute("UPDATE face_detections SET person_id = %s, face_type = %s WHERE person_id = %s",
+                                (to_id, face_type, from_id))
+
     async def unknown_row(self, tx: Tx, person_id: str):
-        return await tx.fetchone("SELECT embedding, face_crop FROM unknown_faces WHERE person_id = %s",
+        """(embedding, face_crop, detection_count, first_seen, last_seen, model_name, model_version)."""
+        return await tx.fetchone(
+            "SELECT embedding, face_crop, detection_count, first_seen, last_seen, model_name, model_version"
+            " FROM unknown_faces WHERE person_id = %s", (person_id,))
+
+    async def known_row(self, tx: Tx, person_id: str):
+        """(person_name, embedding, sample_count)."""
+        return await tx.fetchone("SELECT person_name, embedding, sample_count FROM known_faces WHERE person_id = %s",
                                  (person_id,))
+
+    async def absorb_known(self, tx: Tx, from_id: str, into_id: str) -> None:
+        """Move a known person's samples and detections to another known person and drop it."""
+        await tx.execute("UPDATE known_face_samples SET person_id = %s WHERE person_id = %s", (into_id, from_id))
+        await self.move_detections(tx, from_id, into_id, "known")
+        await tx.execute("DELETE FROM known_faces WHERE person_id = %s", (from_id,))
+
+    async def absorb_unknown(self, tx: Tx, from_id: str, into_id: str, embedding: bytes, first_seen, last_seen,
+                             count: int, now: dt.datetime) -> None:
+        """Unknown into unknown: detections and counts move, the template is the one given."""
+        await self.move_detections(tx, from_id, into_id, "unknown")
+        await tx.execute("DELETE FROM unknown_faces WHERE person_id = %s", (from_id,))
+        await tx.execute(
+            "UPDATE unknown_faces SET embedding = %s, detection_count = detection_count + %s,"
+            " first_seen = %s, last_seen = %s, updated_at = %s WHERE person_id = %s",
+            (embedding, count, first_seen, last_seen, now, into_id))
+
+    async def samples(self, person_id: str) -> list[Sample] | None:
+        """A known person's samples; an unknown person's one stored face as sample 0; None: no person."""
+        async with self.transaction() as tx:
+            if await tx.fetchone("SELECT 1 FROM known_faces WHERE person_id = %s", (person_id,)):
+                rows = await tx.fetchall(
+                    "SELECT id, created_at, model_version, face_crop IS NOT NULL FROM known_face_samples"
+                    " WHERE person_id = %s ORDER BY id", (person_id,))
+                return [Sample(int(r[0]), r[1], r[2], bool(r[3])) for r in rows]
+            r = await tx.fetchone("SELECT first_seen, model_version, face_crop IS NOT NULL FROM unknown_faces"
+                                  " WHERE person_id = %s", (person_id,))
+        return None if r is None else [Sample(0, r[0], r[1], bool(r[2]))]
+
+    async def sample_crop(self, person_id: str, sample_id: int) -> bytes | None:
+        async with self.transaction() as tx:
+            if sample_id == 0:
+                r = await tx.fetchone("SELECT face_crop FROM unknown_faces WHERE person_id = %s", (person_id,))
+            else:
+                r = await tx.fetchone("SELECT face_crop FROM known_face_samples WHERE person_id = %s AND id = %s",
+                                      (person_id, sample_id))
+        return None if r is None or r[0] is None else bytes(r[0])
+
+    async def delete_sample(self, tx: Tx, person_id: str, sample_id: int) -> int:
+        """Delete one sample; the person's own crop and image become those of its first remaining sample."""
+        n = await tx.execute("DELETE FROM known_face_samples WHERE person_id = %s AND id = %s",
+                             (person_id, sample_id))
+        first = await tx.fetchone("SELECT face_crop, image_data FROM known_face_samples WHERE person_id = %s"
+                                  " ORDER BY id LIMIT 1", (person_id,))
+        if n and first:
+            await tx.execute("UPDATE known_faces SET face_crop = %s, image_data = %s WHERE person_id = %s",
+                             (first[0], first[1], person_id))
+        return n
+
+    async def sample_ids(self, tx: Tx, person_id: str) -> list[int]:
+        return [int(r[0]) for r in await tx.fetchall(
+            "SELECT id FROM known_face_samples WHERE person_id = %s ORDER BY id", (person_id,))]
+
+    async def sightings(self, person_id: str, limit: int, offset: int) -> tuple[int, list[Sighting]]:
+        async with self.transaction() as tx:
+            total = (await tx.fetchone("SELECT COUNT(*) FROM face_detections WHERE person_id = %s",
+                                       (person_id,)))[0]
+            rows = await tx.fetchall(
+                "SELECT id, detected_at, face_type, confidence, bbox_x, bbox_y, bbox_width, bbox_height, age,"
+                " gender, gender_confidence, similarity FROM face_detections WHERE person_id = %s"
+                " ORDER BY detected_at DESC, id DESC LIMIT %s OFFSET %s", (person_id, limit, offset))
+        return int(total), [Sighting(int(r[0]), r[1], r[2], float(r[3]), (int(r[4]), int(r[5]), int(r[6]), int(r[7])),
+                                     r[8], r[9], r[10], r[11]) for r in rows]
+
+    async def template(self, person_id: str) -> tuple[str, str | None, np.ndarray] | None:
+        """(kind, name, template) of a person, from the database."""
+        async with self.transaction() as tx:
+            r = await tx.fetchone("SELECT person_name, embedding FROM known_faces WHERE person_id = %s", (person_id,))
+            if r:
+                return "known", r[0], _emb(r[1])
+            r = await tx.fetchone("SELECT embedding FROM unknown_faces WHERE person_id = %s", (person_id,))
+        return ("unknown", None, _emb(r[0])) if r else None
 
     async def rename_known(self, tx: Tx, person_id: str, name: str, now: dt.datetime) -> int:
         return await tx.execute("UPDATE known_faces SET person_name = %s, updated_at = %s WHERE person_id = %s",

@@ -44,9 +44,10 @@ class FaceOut(BaseModel):
     age: float = Field(description="estimated age in years")
     gender: str = Field(description='"male" or "female"')
     gender_confidence: float
-    identity: str = Field(description='"known" or "unknown"')
-    person_id: str | None = Field(description="null only for a face below the quality gate that matches nobody "
-                                              "(not remembered)")
+    identity: str | None = Field(description='"known" or "unknown"; null with mode=detect')
+    person_id: str | None = Field(description="always set with mode=track (the default), except for a face below the "
+                                              "quality gate that matches nobody (not remembered); null with "
+                                              "mode=search when nobody matches, and with mode=detect")
     person_name: str | None = Field(None, description="for known people")
     similarity: float | None = Field(None, description="cosine similarity of the match; null for a new unknown person")
     landmarks: list[list[float]] | None = Field(None, description="include=landmarks: 5 points [x, y], original "
@@ -119,6 +120,7 @@ class RegisterResponse(BaseModel):
     person_id: str
     samples: int = 1
     promoted_unknown_id: str | None = None
+    similarity: float | None = Field(None, description="to the existing person's template, when the name existed")
 
 
 class TopUnknown(BaseModel):
@@ -188,3 +190,85 @@ class PersonChanged(BaseModel):
     success: bool = True
     message: str
     person_id: str
+
+
+PERSON_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"  # known_<slug>_<ts>, unknown_<ts>_<4 digits>
+
+
+class MergeRequest(BaseModel):
+    into: str = Field(min_length=1, max_length=128, pattern=PERSON_ID_PATTERN,
+                      description="the person to merge into")
+
+
+class Merged(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "success": True, "message": "unknown_1703123456_7890 merged into known_john_doe_1703123456",
+        "person_id": "known_john_doe_1703123456", "merged_id": "unknown_1703123456_7890", "identity": "known"}})
+    success: bool = True
+    message: str
+    person_id: str = Field(description="the person that remains")
+    merged_id: str = Field(description="the person that no longer exists")
+    identity: str
+
+
+class SampleOut(BaseModel):
+    sample_id: int
+    created_at: datetime | None = None
+    model_version: str | None = None
+    has_crop: bool
+
+
+class SamplesPage(BaseModel):
+    person_id: str
+    samples: list[SampleOut]
+
+
+class SampleDeleted(BaseModel):
+    success: bool = True
+    message: str
+    person_id: str
+    samples: int = Field(description="samples left")
+
+
+class Sighting(BaseModel):
+    detection_id: int
+    detected_at: datetime
+    identity: str
+    bbox: BBox
+    confidence: float
+    age: float | None = None
+    gender: str | None = None
+    gender_confidence: float | None = None
+    similarity: float | None = None
+
+
+class SightingsPage(BaseModel):
+    person_id: str
+    total: int
+    limit: int
+    offset: int
+    sightings: list[Sighting]
+
+
+class VerifyFace(BaseModel):
+    bbox: BBox
+    confidence: float
+    faces_in_image: int
+
+
+class VerifyResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "success": True, "similarity": 0.52, "verified": True, "threshold": 0.363,
+        "face1": {"bbox": {"x": 100, "y": 50, "width": 150, "height": 200}, "confidence": 0.98,
+                  "faces_in_image": 1},
+        "face2": {"bbox": {"x": 80, "y": 40, "width": 120, "height": 160}, "confidence": 0.97,
+                  "faces_in_image": 1},
+        "person_id": None, "person_name": None}})
+    success: bool = True
+    similarity: float = Field(description="cosine similarity of the two faces' embeddings")
+    verified: bool = Field(description="similarity >= the deployed matching threshold")
+    threshold: float
+    face1: VerifyFace
+    face2: VerifyFace | None = Field(None, description="null when compared with a person_id")
+    person_id: str | None = None
+    person_name: str | None = None

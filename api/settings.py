@@ -107,6 +107,10 @@ class MatchingSettings(_Group):
     # OpenCV's documented SFace threshold 0.363 sits in that gap, nearer the same-person side
     # so that a wrong-person match stays rarer than a missed one.
     threshold: float = 0.363
+    # two faces in ONE photo are one person (a mirror, a poster of the same photo) only above
+    # this: different people in one photo share light and camera and scored up to 0.561 on
+    # ../shared/data (pyfeat_multi.jpg), a face and its mirror or a smaller copy 0.906-0.981
+    same_image_threshold: float = 0.75
     # how often a worker re-reads gallery changes made by other workers
     sync_interval_s: float = 1.0
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, File, Request, UploadFile
+from typing import Literal
+
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 
 from api import metrics
 from api.errors import ApiError, InvalidField, MissingField, UnsupportedMediaType
@@ -19,6 +21,11 @@ from api.uploads import read_image
 
 router = APIRouter()
 
+Mode = Literal["track", "search", "detect"]
+MODE_HELP = ("track (default): match, remember new faces as unknown people, count and record the "
+             "detection (the API contract). search: match against the gallery, write nothing; a face "
+             "nobody matches has person_id null. detect: faces and attributes only, no matching, no writes.")
+
 IMAGE_HELP = "JPEG, PNG, WebP, BMP, TIFF or GIF; or send application/json {\"image\": \"<base64>\"} instead"
 JSON_EXAMPLE = {"image": "/9j/4AAQSkZJRgABAQAAAQABAAD..."}
 
@@ -30,12 +37,12 @@ async def infer(s: Services, data: bytes, options: AnalyzeOptions) -> Analysis:
     return analysis
 
 
-async def respond(s: Services, analysis: Analysis, options: AnalyzeOptions) -> AnalyzeResponse:
+async def respond(s: Services, analysis: Analysis, options: AnalyzeOptions, mode: str = "track") -> AnalyzeResponse:
     """Match, remember and shape one photo's faces (the quality gate decides who is remembered)."""
     metrics.FACES.observe(len(analysis.faces))
     gate = s.settings.quality.min_score
     qualities = [quality(f) for f in analysis.faces]
-    identified = await s.identity.identify(analysis, options.threshold, [q.overall >= gate for q in qualities])
+    identified = await s.identity.identify(analysis, mode, options.threshold, [q.overall >= gate for q in qualities])
     faces = [face_out(r, q, gate, options.include) for r, q in zip(identified, qualities)]
     message = f"Successfully analyzed {len(faces)} face(s)" if faces else "No faces detected in the image"
     if analysis.faces_limited_to:
@@ -47,10 +54,10 @@ async def respond(s: Services, analysis: Analysis, options: AnalyzeOptions) -> A
 @router.post("/analyze", response_model=AnalyzeResponse, summary="Analyse every face in a photo",
              openapi_extra=json_request_body(JSON_EXAMPLE, []))
 async def analyze(request: Request, file: UploadFile | None = File(None, description=IMAGE_HELP),
-                  options: AnalyzeOptions = Depends(analyze_options)):
+                  options: AnalyzeOptions = Depends(analyze_options), mode: Mode = Query("track", description=MODE_HELP)):
     s = services(request)
     data = await image_bytes(request, file, s.settings.upload, url_settings=s.settings.url_fetch)
-    return await respond(s, await infer(s, data, options), options)
+    return await respond(s, await infer(s, data, options), options, mode)
 
 
 BATCH_HELP = """Up to FA_LIMITS_BATCH_MAX_IMAGES photos (16 by default): multipart parts named `files`, or
@@ -70,7 +77,8 @@ the whole request is a 503."""
                  "example": {"images": ["/9j/4AAQSkZJRgABAQAAAQABAAD...", "iVBORw0KGgoAAAANSUhEUgAA..."]}}}}})
 async def analyze_batch(request: Request,
                         files: list[UploadFile] | None = File(None, description="the photos, in order"),
-                        options: AnalyzeOptions = Depends(analyze_options)):
+                        options: AnalyzeOptions = Depends(analyze_options),
+                        mode: Mode = Query("track", description=MODE_HELP)):
     s = services(request)
     limit = s.settings.limits.batch_max_images
     if files:
@@ -115,6 +123,6 @@ async def analyze_batch(request: Request,
         if isinstance(a, ApiError):
             results.append(BatchItemError(error=a.code, message=a.message))
         else:
-            results.append(await respond(s, a, options))
+            results.append(await respond(s, a, options, mode))
     ok = sum(1 for r in results if r.success)
     return BatchResponse(results=results, message=f"Analyzed {ok} of {len(results)} image(s)")

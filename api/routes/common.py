@@ -9,6 +9,7 @@ from fastapi import Request
 from api.identity import IdentityService
 from api.inference import InferenceClient
 from api.repository import Repository
+from api.schemas import BBox
 from api.settings import Settings
 
 
@@ -22,3 +23,9 @@ class Services:
 
 def services(request: Request) -> Services:
     return request.app.state.services
+
+
+def bbox(face) -> BBox:
+    """A face's box as the API reports it: x, y, width, height in original pixels."""
+    x1, y1, x2, y2 = (float(v) for v in face.box)
+    return BBox(x=round(x1), y=round(y1), width=round(x2 - x1), height=round(y2 - y1))

@@ -13,11 +13,20 @@ from api.image_input import image_bytes, is_json, json_body, json_request_body
 
 router = APIRouter()
 
+RULE = """Exactly one face is required (400 otherwise) unless largest_face=true; faces smaller than
+the detection minimum (FA_DETECT_MIN_FACE_SIZE) do not count. The enrolment rule, at the matching
+threshold (FA_MATCH_THRESHOLD):
+- a new name creates a person, unless the face already matches another known person
+  (409 `face_matches_other_person`);
+- an existing name gets the photo as another sample only when the face matches that person's
+  template (409 `face_mismatch` otherwise), so nobody can slip another face into a person;
+- force=true skips both checks: the caller says explicitly that this is a new sample or a new person.
+If the face matches an unknown person, that person's history moves to the registered one.
+"""
+
 
 @router.post("/register", response_model=RegisterResponse, summary="Register a known person",
-             description="Exactly one face is required (400 otherwise) unless largest_face=true. "
-                         "Registering a name that exists adds a sample to that person. If the face "
-                         "matches an unknown person, that person's history moves to the new name. A face below "
+             description=RULE + "A face below "
                          "the quality gate (FA_QUALITY_REGISTER_MIN_SCORE) is refused with 400 and a code "
                          "naming its weakest part: face_blurry, face_not_frontal, face_too_small or "
                          "face_uncertain. The photo may also come as application/json "
@@ -25,29 +34,33 @@ router = APIRouter()
              openapi_extra=json_request_body(
                  {"image": "/9j/4AAQSkZJRgABAQAAAQABAAD...", "person_name": "John Doe"}, ["person_name"],
                  {"person_name": {"type": "string", "minLength": 1, "maxLength": 100},
-                  "largest_face": {"type": "boolean", "default": False}}))
+                  "largest_face": {"type": "boolean", "default": False},
+                  "force": {"type": "boolean", "default": False}}))
 async def register(request: Request, file: UploadFile | None = File(None, description="the photo; or send JSON"),
-                   person_name: str | None = Form(None), largest_face: bool = Form(False)):
+                   person_name: str | None = Form(None), largest_face: bool = Form(False),
+                   force: bool = Form(False)):
     s = services(request)
     body = await json_body(request) if file is None and is_json(request) else None
     if body is not None:
         person_name, largest_face = body.get("person_name"), body.get("largest_face", False)
-        if not isinstance(largest_face, bool):
-            raise InvalidField("largest_face must be true or false")
+        force = body.get("force", False)
+        if not isinstance(largest_face, bool) or not isinstance(force, bool):
+            raise InvalidField("largest_face and force must be true or false")
     if person_name is None:
         raise MissingField("person_name: Field required")
     if not isinstance(person_name, str):
         raise InvalidField("person_name must be a string")
     name = clean_name(person_name)
     data = await image_bytes(request, file, s.settings.upload, body, url_settings=s.settings.url_fetch)
-    analysis = await s.inference.analyze(data)
+    analysis = await s.inference.analyze(data, s.settings.detection.min_face_size)
     gate = s.settings.quality.register_min_score
     if analysis.faces and (len(analysis.faces) == 1 or largest_face):
         q = quality(analysis.faces[0])  # the largest face, the one register takes
         if q.overall < gate:
             raise LowQualityFace(f"the face is below the registration quality gate ({q.overall:.2f} < {gate}; "
                                  f"weakest: {q.weakest}); send a sharp, frontal, well-lit photo", q.weakest)
-    result = await s.identity.register(analysis, name, data, largest_face=largest_face)
+    result = await s.identity.register(analysis, name, data, largest_face=largest_face, force=force)
     verb = "registered" if result.created else "added a sample to"
     return RegisterResponse(message=f"Successfully {verb} {name}", person_id=result.person_id,
-                            samples=result.samples, promoted_unknown_id=result.promoted_unknown)
+                            samples=result.samples, promoted_unknown_id=result.promoted_unknown,
+                            similarity=None if result.similarity is None else round(result.similarity, 4))
