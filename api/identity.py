@@ -117,6 +117,7 @@ class IdentityService:
         self.gallery = Gallery()
         self.names: dict[str, str] = {}  # known person_id -> name, for responses
         self.seq = 0  # position in gallery_changes this worker's gallery reflects
+        self.rows_applied = 0  # change-log rows taken in since the last load (exactly once each)
         self.lock = asyncio.Lock()
         self.model = ("face_multitask", "unknown")
 
@@ -131,7 +132,7 @@ class IdentityService:
             gallery = Gallery()
             vecs = np.stack([e.vector for e in entries]) if entries else np.zeros((0, 128), np.float32)
             gallery.load([e.person_id for e in entries], [e.kind for e in entries], vecs)
-            self.gallery, self.seq = gallery, seq
+            self.gallery, self.seq, self.rows_applied = gallery, seq, 0
             self.names = {e.person_id: e.name for e in entries if e.kind == "known"}
 
     async def refresh_model(self, inference) -> None:
@@ -155,9 +156,9 @@ class IdentityService:
 
     async def _replay(self, tx: Tx) -> None:
         """Apply what others changed since our position. Caller holds self.lock."""
-        changes, seq = await self.repo.changes_since(tx, self.seq)  # every read happens here
+        changes, seq, rows = await self.repo.changes_since(tx, self.seq)  # every read happens here
         self._apply(changes)
-        self.seq = seq  # only once applied
+        self.seq, self.rows_applied = seq, self.rows_applied + rows  # only once applied
 
     async def sync(self) -> None:
         """Pick up what other workers changed (called periodically)."""
@@ -181,7 +182,8 @@ class IdentityService:
                     if await self.repo.changes_after(tx, self.seq) == len(own):
                         last = max(own)
             self._apply(w.changes)
-            self.seq = last
+            if last != self.seq:
+                self.seq, self.rows_applied = last, self.rows_applied + len(own)
 
     # -- /analyze ----------------------------------------------------------------------------
     async def identify(self, analysis: Analysis, mode: str = "track", threshold: float | None = None,

@@ -393,13 +393,14 @@ class Repository:
         entries += [GalleryEntry(r[0], "unknown", _emb(r[1]), None) for r in unknown]
         return entries, int(seq)
 
-    async def changes_since(self, tx: Tx, seq: int) -> tuple[list[GalleryEntry], int]:
+    async def changes_since(self, tx: Tx, seq: int) -> tuple[list[GalleryEntry], int, int]:
         """The current state of every person changed after `seq`, in change order (kind None:
-        gone), and the position to continue from. Reads everything before the caller applies
-        anything, so a database error leaves the caller's gallery and position untouched."""
+        gone), the position to continue from and the number of log rows it covers. Reads
+        everything before the caller applies anything, so a database error leaves the caller's
+        gallery and position untouched."""
         rows = await tx.fetchall("SELECT seq, person_id FROM gallery_changes WHERE seq > %s ORDER BY seq", (seq,))
         if not rows:
-            return [], seq
+            return [], seq, 0
         pids = list(dict.fromkeys(r[1] for r in rows))
         state: dict[str, GalleryEntry] = {}
         for start in range(0, len(pids), 500):
@@ -411,7 +412,7 @@ class Repository:
             for r in await tx.fetchall("SELECT person_id, embedding, person_name FROM known_faces"
                                        f" WHERE person_id IN ({marks})", part):
                 state[r[0]] = GalleryEntry(r[0], "known", _emb(r[1]), r[2])
-        return [state.get(p, GalleryEntry(p, None, None, None)) for p in pids], int(rows[-1][0])
+        return [state.get(p, GalleryEntry(p, None, None, None)) for p in pids], int(rows[-1][0]), len(rows)
 
     async def log_change(self, tx: Tx, person_ids: Sequence[str], now: dt.datetime) -> list[int]:
         """One gallery_changes row per person; returns their seq numbers."""
