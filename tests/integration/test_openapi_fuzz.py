@@ -44,6 +44,11 @@ def test_no_request_makes_the_server_fail(api_url):
     schema = schemathesis.openapi.from_url(f"{api_url}/openapi.json")
     operations = [r.ok() for r in schema.get_all_operations()]
     assert len(operations) >= 8
+    fuzzed = {(o.method.upper(), o.path) for o in operations}
+    assert {("POST", "/verify"), ("POST", "/persons/{person_id}/merge"), ("GET", "/persons/{person_id}/samples"),
+            ("DELETE", "/persons/{person_id}/samples/{sample_id}"),
+            ("GET", "/persons/{person_id}/samples/{sample_id}/crop"), ("GET", "/persons/{person_id}/sightings"),
+            ("GET", "/persons"), ("POST", "/analyze")} <= fuzzed  # issue 14's endpoints and parameters
     calls = []
 
     for operation in operations:
