@@ -96,6 +96,35 @@ async def test_async_client_batches_in_input_order(base_url, shared_data):
     assert batch[1].faces[0].person_id == batch[3].faces[0].person_id == one_by_one[1].faces[0].person_id
 
 
+def test_identity_endpoints_through_the_client(base_url, shared_data):
+    with FaceAnalyticsClient(base_url, retry=FAST) as fa:
+        known = fa.register(shared_data / BIDEN, "Joe Biden").person_id
+        assert fa.analyze(shared_data / BIDEN).faces[0].person_id == known
+        assert fa.verify(shared_data / BIDEN, person_id=known).verified
+        other = fa.verify(shared_data / BIDEN, shared_data / HOPPER)
+        assert not other.verified and other.face2.faces_in_image == 1
+
+        # search and detect write nothing; detect has no identities at all
+        before = fa.stats()
+        assert fa.analyze(shared_data / BIDEN, mode="search").faces[0].person_id == known
+        detected = fa.analyze(shared_data / GROUP, mode="detect").faces
+        assert len(detected) >= 5 and {f.person_id for f in detected} == {None}
+        assert fa.stats().total_detections == before.total_detections
+
+        unknown = fa.analyze(shared_data / HOPPER).faces[0].person_id
+        merged = fa.merge(unknown, into=known)
+        assert (merged.person_id, merged.merged_id, merged.identity) == (known, unknown, "known")
+        samples = fa.samples(known).samples
+        assert len(samples) == 2 and all(s.has_crop for s in samples)
+        assert fa.sample_crop(known, samples[0].sample_id)[:2] == b"\xff\xd8"
+        seen = fa.sightings(known, limit=1)
+        assert seen.total == 2 and len(seen.sightings) == 1 and seen.sightings[0].identity == "known"
+        assert fa.delete_sample(known, samples[1].sample_id).samples == 1
+        with pytest.raises(ApiError) as exc:
+            fa.person(unknown)
+        assert exc.value.status == 404
+
+
 class FlakyTransport(httpx.BaseTransport):
     """Answers the first `fail` requests with `status` (as a busy or recovering API does), then
     passes everything to the real server."""
@@ -171,5 +200,8 @@ def test_cli_prints_tables(base_url, shared_data, capsys):
     down = subprocess.run([sys.executable, "test_api.py", "--health", "--url", "http://127.0.0.1:9"],
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
     assert down.returncode == 3 and "cannot reach" in down.stderr
+    assert cli_main(["--url", base_url, str(shared_data / GROUP), "--mode", "detect"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
+    assert len(rows) == faces and {r[1:3] == ["-", "-"] for r in rows} == {True}
     assert cli_main(["--url", base_url, str(shared_data / BIDEN), "--register", ""]) == 1
     assert "422" in capsys.readouterr().err

@@ -110,10 +110,26 @@ def test_analyze_name_find_delete(browser, triton_settings, tmp_path, shared_dat
             assert fa.person(person_id).person_name == "Ada Console"
             assert fa.persons(search=old_id).total == 0  # the unknown became the known person
 
+        # merge the second face into her (found by name in the dialog), confirming it
+        second = css(browser, "#stage .face")[1]
+        merged_id = second.get_attribute("data-person")
+        second.click()
+        wait(browser, lambda d: css(d, "#face-dialog[open]"))
+        css(browser, "#merge-search")[0].send_keys("ada", Keys.ENTER)
+        pick = wait(browser, lambda d: css(d, f'#merge-results .pick[data-person="{person_id}"]'))[0]
+        pick.click()
+        wait(browser, lambda d: css(d, "#confirm-dialog[open]"))
+        css(browser, "#confirm-yes")[0].click()
+        wait(browser, lambda d: "merged into" in text_of(d, "#notice"))
+        assert [b.get_attribute("data-person") for b in css(browser, "#stage .face")][:2] == [person_id] * 2
+        with FaceAnalyticsClient(url) as fa:
+            assert len(fa.samples(person_id).samples) == 2 and fa.sightings(person_id).total == 4
+            assert fa.persons(search=merged_id).total == 0
+
         # People: the list, then the search finds her
         css(browser, 'nav a[data-page="people"]')[0].click()
         wait(browser, lambda d: css(d, "#people-table tbody tr"))
-        assert text_of(browser, "#people-count").endswith(f"of {n}")
+        assert text_of(browser, "#people-count").endswith(f"of {n - 1}")  # two faces are one person now
         wait(browser, lambda d: css(d, "#people-table img.crop"))
         screenshot(browser, shots / "people.png")
         search = css(browser, "#people-search")[0]
@@ -124,6 +140,8 @@ def test_analyze_name_find_delete(browser, triton_settings, tmp_path, shared_dat
         link.click()
         wait(browser, lambda d: text_of(d, "#person-name") == "Ada Console")
         wait(browser, lambda d: css(d, ".person-head img.crop"))
+        wait(browser, lambda d: len(css(d, "#samples li img.crop")) == 2)
+        wait(browser, lambda d: len(css(d, "#sightings-table tbody tr")) == 4)
         screenshot(browser, shots / "person.png")
 
         # delete, with confirmation; cancelling first keeps her
