@@ -9,6 +9,8 @@ const KEY_STORE = "faceAnalytics.apiKey";
 const PAGE = 20;
 
 // ---------------------------------------------------------------- DOM helpers
+const nodes = (...xs) => xs.flat().filter((x) => x !== null && x !== undefined && x !== false);
+
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -263,13 +265,13 @@ function showAnalysis() {
     h("td", {}, f.similarity === null || f.similarity === undefined ? "new" : f.similarity.toFixed(3)),
     h("td", {}, qualityOf(f) === null ? "–" : qualityOf(f).toFixed(2)),
     h("td", {}, f.person_id ? h("button", { type: "button", onclick: () => openFace(i) }, "Name / merge…") : null)));
-  $("#result").replaceChildren(
+  $("#result").replaceChildren(...nodes(
     h("p", { id: "analyze-message" }, analyzeState.message || `${faces.length} face(s)`),
     stage,
     faces.length ? h("div", { class: "table-wrap" }, h("table", { id: "faces-table" },
       h("caption", { class: "visually-hidden" }, "Faces found"),
       h("thead", {}, h("tr", {}, ["#", "who", "person id", "age", "gender", "similarity", "quality", ""].map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, rows))) : null);
+      h("tbody", {}, rows))) : null));
 }
 
 function openFace(i) {
@@ -478,7 +480,7 @@ async function loadSightings(id, offset) {
   }
   const rows = listOf(body, "sightings", "detections", "items");
   const total = body.total ?? rows.length;
-  box.replaceChildren(rows.length ? h("div", { class: "table-wrap" }, h("table", { id: "sightings-table" },
+  box.replaceChildren(...nodes(rows.length ? h("div", { class: "table-wrap" }, h("table", { id: "sightings-table" },
     h("thead", {}, h("tr", {}, ["when", "age", "gender", "similarity", "detection", "box"].map((t) => h("th", { scope: "col" }, t)))),
     h("tbody", {}, rows.map((s) => {
       const b = s.bbox || { x: s.bbox_x, y: s.bbox_y, width: s.bbox_width, height: s.bbox_height };
@@ -491,7 +493,7 @@ async function loadSightings(id, offset) {
   total > PAGE ? h("div", { class: "pager" },
     h("button", { type: "button", disabled: offset === 0, onclick: () => loadSightings(id, Math.max(0, offset - PAGE)) }, "← Newer"),
     h("span", {}, `${offset + 1}–${offset + rows.length} of ${total}`),
-    h("button", { type: "button", disabled: offset + rows.length >= total, onclick: () => loadSightings(id, offset + PAGE) }, "Older →")) : null);
+    h("button", { type: "button", disabled: offset + rows.length >= total, onclick: () => loadSightings(id, offset + PAGE) }, "Older →")) : null));
 }
 
 // ---------------------------------------------------------------- Dashboard
