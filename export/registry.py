@@ -60,9 +60,14 @@ class Registry:
         from mlflow.tracking import MlflowClient
 
         self.mlflow = mlflow
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
+        self._activate()
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def _activate(self) -> None:
+        # MLflow's fluent API (start_run, log_model, models:/ downloads) uses process-wide URIs:
+        # set them before each use, or the last Registry constructed in this process wins
+        self.mlflow.set_tracking_uri(self.uri)
+        self.mlflow.set_registry_uri(self.uri)
 
     # -- experiments and logging -------------------------------------------------------
     def experiment_id(self) -> str:
@@ -78,6 +83,7 @@ class Registry:
         import onnx
 
         sha = sha256_file(path)
+        self._activate()
         with self.mlflow.start_run(experiment_id=self.experiment_id(), run_name=f"bootstrap-{name}") as run:
             self.mlflow.log_params(params)
             self.mlflow.set_tag(SHA_TAG, sha)
@@ -131,6 +137,7 @@ class Registry:
     def download(self, name: str, version: int, dst: Path) -> Path:
         """Download the version's artifacts and return the path of its model.onnx."""
         dst.mkdir(parents=True, exist_ok=True)
+        self._activate()
         local = self.mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{name}/{version}", dst_path=str(dst))
         onnx_path = Path(local) / "model.onnx"
