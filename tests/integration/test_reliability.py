@@ -158,14 +158,17 @@ async def test_costly_inputs_are_refused_quickly_while_health_keeps_answering(se
             timings[name] = time.perf_counter() - t
             assert (r.status_code, r.json()["error"]) == (status, code), (name, r.text)
             assert timings[name] < COSTLY_BOUND_S, (name, timings[name])
-        # all of them at once, twice over: still bounded, still answered
+        # all of them at once, twice over: still bounded, still answered. One round at a time:
+        # the served API admits 4 + 12 waiting, and 18 at once would rightly get 503 overloaded
         t = time.perf_counter()
-        rs = await asyncio.gather(*(client.post("/analyze", files={"file": ("u", make())})
-                                    for _ in range(2) for _, make, _, _ in CASES))
-        timings["all 18 at once"] = time.perf_counter() - t
+        rs = []
+        for _ in range(2):
+            rs += await asyncio.gather(*(client.post("/analyze", files={"file": ("u", make())})
+                                         for _, make, _, _ in CASES))
+        timings["2 rounds of 9 at once"] = time.perf_counter() - t
         assert [r.status_code for r in rs] == [s for _ in range(2) for _, _, s, _ in CASES], \
             [r.text for r in rs if r.status_code >= 500]
-        assert timings["all 18 at once"] < 2 * COSTLY_BOUND_S
+        assert timings["2 rounds of 9 at once"] < 2 * COSTLY_BOUND_S
 
         # a chunked upload (no Content-Length) over the limit: 413, not the parser's 400
         body, ctype = multipart(b"\xff\xd8\xff" + bytes(11 << 20))
