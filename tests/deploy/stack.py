@@ -89,6 +89,13 @@ class Stack:
         sh("mount", "--rbind", "/sys", str(r / "sys"))
         for tmp, opts in (("dev/shm", "size=1g"), ("run", "mode=755"), ("tmp", "mode=1777")):
             sh("mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(r / tmp))
+        # a checkout under /tmp (a CI clone may be) would vanish under the image's empty /tmp:
+        # bind it (with its virtualenv) and ../shared back in at the same paths
+        for outside in (ROOT.resolve(), (ROOT / ".." / "shared").resolve(), VENV_BIN.resolve().parent):
+            if outside.is_relative_to("/tmp") and outside.exists():
+                inside = r / outside.relative_to("/")
+                inside.mkdir(parents=True, exist_ok=True)
+                sh("mount", "--rbind", str(outside), str(inside))
         # the interpreter of the virtualenv must be reachable for the images' non-root users
         for path in (Path(os.path.realpath(sys.executable)), VENV_BIN):
             for parent in path.parents:
