@@ -85,11 +85,12 @@ class BodySizeLimit:
                 await error_response(413, "payload_too_large", message_413)(scope, receive, send)
 
 
-async def _maintain(app: FastAPI, s: Services, ready: bool) -> None:
+async def _maintain(app: FastAPI, s: Services, ready: bool, stopping: asyncio.Event) -> None:
     """Connect the database if start-up could not, then keep this worker's gallery in sync
-    and apply the retention setting once an hour."""
+    and apply the retention setting once an hour. Ends when `stopping` is set: a cancel alone
+    can be swallowed when it races an asyncio.timeout in a database call."""
     next_purge = next_model_check = 0.0
-    while True:
+    while not stopping.is_set():
         try:
             if not ready:
                 await s.repo.start()
@@ -113,7 +114,8 @@ async def _maintain(app: FastAPI, s: Services, ready: bool) -> None:
                 log.warning("database unavailable; will retry")
         except Exception as exc:  # noqa: BLE001 - never let the sync loop die
             log.warning("gallery sync failed: %s", type(exc).__name__)
-        await asyncio.sleep(s.settings.matching.sync_interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), s.settings.matching.sync_interval_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -133,10 +135,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("database unavailable at start-up; retrying in the background")
         with contextlib.suppress(Exception):  # Triton may come later; the loop retries
             await s.identity.refresh_model(s.inference)
-        task = asyncio.create_task(_maintain(app, s, app.state.db_ready))
+        stopping = asyncio.Event()
+        task = asyncio.create_task(_maintain(app, s, app.state.db_ready, stopping))
         try:
             yield
         finally:
+            stopping.set()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
