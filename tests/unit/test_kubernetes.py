@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from api.settings import PROJECT_ROOT, Settings
+from export.triton_config import Tuning
 
 K8S = PROJECT_ROOT / "deploy" / "k8s"
 KUSTOMIZATIONS = ("overlays/gpu", "overlays/cpu", "jobs/publish", "jobs/reembed")
@@ -230,6 +231,10 @@ def test_triton_follows_the_chart_where_it_is_sound():
     assert any(m["mountPath"] == "/dev/shm" for m in c["volumeMounts"])
     models = next(m for m in c["volumeMounts"] if m["mountPath"] == "/models")
     assert models["readOnly"] is True
+    # the gpu configs cache TensorRT engines in a directory Triton must be able to write
+    cache_dir = Tuning().trt_cache_dir
+    cache = next(m for m in c["volumeMounts"] if m["mountPath"] == cache_dir)
+    assert not cache.get("readOnly") and "emptyDir" in next(v for v in spec["volumes"] if v["name"] == cache["name"])
     svc = _objects("overlays/gpu", "Service")["triton"]
     assert svc["spec"]["clusterIP"] == "None"
     assert {p["port"] for p in svc["spec"]["ports"]} == {8000, 8001, 8002}
