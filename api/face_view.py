@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 
 from api.identity import Identified, encode_crop
-from api.schemas import BBox, FaceOut, FaceQuality
+from api.schemas import BBox, Candidate, FaceOut, FaceQuality
 from pipeline.quality import Quality, assess
 
 
@@ -37,4 +37,7 @@ def face_out(r: Identified, q: Quality, gate: float, include: frozenset[str]) ->
         if "landmarks" in include else None,
         embedding=[round(float(v), 6) for v in f.embedding] if "embedding" in include else None,
         crop=base64.b64encode(encode_crop(f.chip)).decode() if "crop" in include else None,
-        quality=quality_out(q, gate) if "quality" in include or below else None)
+        quality=quality_out(q, gate) if "quality" in include or below else None,
+        candidates=None if r.candidates is None else [
+            Candidate(person_id=m.person_id, identity=m.kind, person_name=name, similarity=round(m.similarity, 4))
+            for m, name in r.candidates])

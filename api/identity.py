@@ -80,6 +80,8 @@ class Identified:
     person_id: str | None  # None: no match (search), no matching (detect), below the quality gate (track)
     person_name: str | None
     similarity: float | None
+    # candidates=k: the k most similar people before this photo's writes, best first
+    candidates: list[tuple[Match, str | None]] | None = None
 
 
 @dataclass
@@ -186,11 +188,19 @@ class IdentityService:
                 self.seq, self.rows_applied = last, self.rows_applied + len(own)
 
     # -- /analyze ----------------------------------------------------------------------------
+    def _top(self, embs: np.ndarray, k: int) -> list[list[tuple[Match, str | None]]] | None:
+        """candidates=k: (match, name) of the k nearest people per face. Caller holds self.lock."""
+        if not k:
+            return None
+        return [[(m, self.names.get(m.person_id)) for m in ms] for ms in self.gallery.top(embs, k)]
+
     async def identify(self, analysis: Analysis, mode: str = "track", threshold: float | None = None,
-                       remember: list[bool] | None = None) -> list[Identified]:
+                       remember: list[bool] | None = None, candidates: int = 0) -> list[Identified]:
         """Match every face (mode track/search; detect: no matching). In track mode a face that
         matches nobody becomes a new unknown person unless `remember` says no for it (below
-        the quality gate): then it is returned with no person_id and leaves no row."""
+        the quality gate): then it is returned with no person_id and leaves no row.
+        `candidates`: also the k nearest people per face, from the gallery as it was before
+        this photo's writes."""
         faces = analysis.faces
         if not faces or mode == "detect":
             return [Identified(f, None, None, None, None) for f in faces]
@@ -198,10 +208,11 @@ class IdentityService:
         remember = remember or [True] * len(faces)
         embs = np.stack([f.embedding for f in faces])
         if mode == "search":
-            return await self._search_only(faces, embs, threshold)
+            return await self._search_only(faces, embs, threshold, candidates)
         now = utcnow()
         async with self._writing() as w:
             matches = self.gallery.search(embs, threshold)
+            tops = self._top(embs, candidates)
             new_rows, new_vecs, counts, results, det_rows = [], [], {}, [], []
             for face, m, keep in zip(faces, matches, remember):
                 if m is None and new_vecs:
@@ -230,6 +241,8 @@ class IdentityService:
             await self.repo.insert_detections(w.tx, det_rows)
             for (pid, *_), vec in zip(new_rows, new_vecs):
                 w.put(pid, "unknown", vec)
+        for r, top in zip(results, tops or ()):
+            r.candidates = top
         for r in results:
             if r.person_id is None:
                 metrics.IDENTITIES.labels("below_quality_gate").inc()
@@ -237,15 +250,17 @@ class IdentityService:
             metrics.IDENTITIES.labels(r.kind if r.similarity is not None or r.kind == "known" else "new_unknown").inc()
         return results
 
-    async def _search_only(self, faces: list[Face], embs: np.ndarray, threshold: float) -> list[Identified]:
+    async def _search_only(self, faces: list[Face], embs: np.ndarray, threshold: float,
+                           candidates: int = 0) -> list[Identified]:
         """mode=search: up to date with the change log, then a search; nothing is written."""
         async with self.lock:
             async with self.repo.transaction() as tx:
                 await self._replay(tx)
             matches = self.gallery.search(embs, threshold)
             names = {m.person_id: self.names.get(m.person_id) for m in matches if m}
-        return [Identified(f, m.kind, m.person_id, names[m.person_id], m.similarity) if m else
-                Identified(f, "unknown", None, None, None) for f, m in zip(faces, matches)]
+            tops = self._top(embs, candidates) or [None] * len(faces)
+        return [Identified(f, m.kind, m.person_id, names[m.person_id], m.similarity, top) if m else
+                Identified(f, "unknown", None, None, None, top) for f, m, top in zip(faces, matches, tops)]
 
     @staticmethod
     def _detection_row(face: Face, m: Match, now: dt.datetime) -> tuple:

@@ -151,6 +151,27 @@ class Gallery:
         if self._tombstones > max(self.min_compact, len(self._row) // 64):
             self.compact()
 
+    def top(self, vectors: np.ndarray, k: int) -> list[list[Match]]:
+        """The k most similar live entries for each row of `vectors`, best first, whatever
+        their similarity (/analyze candidates=k)."""
+        if not self._row or len(vectors) == 0 or k <= 0:
+            return [[] for _ in range(len(vectors))]
+        q = np.ascontiguousarray(vectors, np.float32).reshape(-1, self.dim)
+        exact = self._trained_n == 0
+        want = (k if exact else max(k, 4) * self.k_factor) + self._tombstones
+        sims, rows = self._index.search(q, min(want, len(self._ids)))
+        out: list[list[Match]] = []
+        for qi, (srow, rrow) in enumerate(zip(sims, rows)):
+            live = [int(r) for r in rrow if r >= 0 and self._ids[r] is not None]
+            if not live:
+                out.append([])
+                continue
+            # exact similarities for both index kinds (the quantised one only approximates them)
+            exact_sims = np.stack([self._vectors[r] for r in live]) @ q[qi]
+            order = np.argsort(-exact_sims, kind="stable")[:k]
+            out.append([Match(self._ids[live[i]], self._kinds[live[i]], float(exact_sims[i])) for i in order])
+        return out
+
     def search(self, vectors: np.ndarray, threshold: float, k: int = 4) -> list[Match | None]:
         """Best live match at or above `threshold` for each row of `vectors`."""
         if not self._row or len(vectors) == 0:

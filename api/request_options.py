@@ -20,6 +20,11 @@ INCLUDE_HELP = ("Comma list of extras per face: `landmarks` (5 points [x, y] in 
                 "aligned face canvas as base64 JPEG), `quality` (sharpness, yaw/pitch/roll, face size, "
                 "detection score, overall score). Without it the response is exactly the contract's.")
 
+CANDIDATES_HELP = ("The k best gallery matches per face (1..FA_LIMITS_CANDIDATES_MAX, 10 by default), best "
+                   "first, each with person_id, identity, person_name and similarity, whether or not it reaches "
+                   "the matching threshold; taken from the gallery as it was before this photo's own writes. "
+                   "mode=track and mode=search only (422 with mode=detect). Adds `candidates` to each face.")
+
 
 @dataclass(frozen=True)
 class AnalyzeOptions:
@@ -28,6 +33,7 @@ class AnalyzeOptions:
     min_face_size: int = 0  # effective value sent to Triton (server's and request's larger)
     max_faces: int = 0  # effective cap (server's and request's smaller; 0 = none)
     min_confidence: float = 0.0  # faces with a lower detection score are dropped
+    candidates: int = 0  # the k best gallery matches per face; 0 = none (the contract's response)
 
 
 def parse_include(raw: str | None) -> frozenset[str]:
@@ -42,7 +48,7 @@ def parse_include(raw: str | None) -> frozenset[str]:
 
 def resolve(settings: Settings, include: str | None = None, threshold: float | None = None,
             min_face_size: int | None = None, max_faces: int | None = None,
-            min_confidence: float | None = None) -> AnalyzeOptions:
+            min_confidence: float | None = None, candidates: int | None = None) -> AnalyzeOptions:
     lim, det = settings.limits, settings.detection
     if threshold is not None and not lim.threshold_min <= threshold <= lim.threshold_max:
         raise InvalidField(f"threshold must be within [{lim.threshold_min}, {lim.threshold_max}]")
@@ -53,11 +59,13 @@ def resolve(settings: Settings, include: str | None = None, threshold: float | N
         raise InvalidField(f"max_faces must be within [1, {server_cap}]")
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
         raise InvalidField("min_confidence must be within [0, 1]")
+    if candidates is not None and not 1 <= candidates <= lim.candidates_max:
+        raise InvalidField(f"candidates must be within [1, {lim.candidates_max}]")
     return AnalyzeOptions(
         include=parse_include(include), threshold=threshold,
         min_face_size=max(det.min_face_size, min_face_size or 0),
         max_faces=min(v for v in (det.max_faces, max_faces) if v) if (det.max_faces or max_faces) else 0,
-        min_confidence=min_confidence or 0.0)
+        min_confidence=min_confidence or 0.0, candidates=candidates or 0)
 
 
 def analyze_options(
@@ -75,6 +83,7 @@ def analyze_options(
                                   examples=[5]),
     min_confidence: float | None = Query(None, description="drop faces with a lower detection score, 0..1 "
                                          "(the detector already drops those under 0.6)", examples=[0.9]),
+    candidates: int | None = Query(None, description=CANDIDATES_HELP, examples=[3]),
 ) -> AnalyzeOptions:
     settings = request.app.state.services.settings
-    return resolve(settings, include, threshold, min_face_size, max_faces, min_confidence)
+    return resolve(settings, include, threshold, min_face_size, max_faces, min_confidence, candidates)

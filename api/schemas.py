@@ -33,9 +33,20 @@ class FaceQuality(BaseModel):
     scores: dict[str, float] = Field(description="each part mapped to 0..1")
 
 
-# per-face extras: present only when asked for (include=...) or, for quality, when the face is
-# below the gate; absent otherwise, so the default response is exactly the contract's
-FACE_EXTRAS = ("landmarks", "embedding", "crop", "quality")
+class Candidate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "person_id": "known_john_doe_1703123456", "identity": "known", "person_name": "John Doe",
+        "similarity": 0.7342}})
+    person_id: str
+    identity: str = Field(description='"known" or "unknown"')
+    person_name: str | None = Field(None, description="for known people")
+    similarity: float = Field(description="cosine similarity to the person's template; may be below the "
+                                          "matching threshold")
+
+
+# per-face extras: present only when asked for (include=..., candidates=k) or, for quality, when the
+# face is below the gate; absent otherwise, so the default response is exactly the contract's
+FACE_EXTRAS = ("landmarks", "embedding", "crop", "quality", "candidates")
 
 
 class FaceOut(BaseModel):
@@ -57,6 +68,8 @@ class FaceOut(BaseModel):
     crop: str | None = Field(None, description="include=crop: the aligned face canvas (144x144), base64 JPEG")
     quality: FaceQuality | None = Field(None, description="include=quality, and always when the face is below "
                                         "the quality gate")
+    candidates: list[Candidate] | None = Field(None, description="candidates=k: the k most similar people of the "
+                                               "gallery, best first (fewer when the gallery is smaller)")
 
     @model_serializer(mode="wrap")
     def _omit_absent_extras(self, handler):

@@ -172,6 +172,8 @@ class RequestLimitSettings(_Group):
     threshold_max: float = 0.95
     min_face_size_max: int = 4096
     max_faces_max: int = 1000
+    # candidates=k on /analyze: the k best gallery matches per face, 1..candidates_max
+    candidates_max: int = Field(10, ge=1, le=100)
     # POST /analyze/batch: most images in one request (each within FA_UPLOAD_MAX_BYTES)
     batch_max_images: int = Field(16, ge=1, le=256)
 

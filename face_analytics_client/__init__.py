@@ -7,7 +7,7 @@ from face_analytics_client.client import (
 )
 from face_analytics_client.errors import ApiError, ConnectionFailed, FaceAnalyticsError
 from face_analytics_client.models import (
-    Analysis, BatchAnalysis, BatchItemError, BBox, Bucket, Changed, DetectionSeries, Face, FaceQuality, Health, Merged, Person, PersonsPage,
+    Analysis, BatchAnalysis, BatchItemError, BBox, Bucket, Candidate, Changed, DetectionSeries, Face, FaceQuality, Health, Merged, Person, PersonsPage,
     Registration, Sample, SampleDeleted, SamplesPage, Sighting, SightingsPage, Stats, TopUnknown,
     Verification, VerifyFace,
 )
@@ -15,7 +15,7 @@ from face_analytics_client.models import (
 __all__ = [
     "FaceAnalyticsClient", "AsyncFaceAnalyticsClient", "Retry", "NO_RETRY",
     "FaceAnalyticsError", "ApiError", "ConnectionFailed",
-    "Analysis", "BatchAnalysis", "BatchItemError", "BBox", "Bucket", "Changed", "DetectionSeries", "Face", "FaceQuality", "Health", "Person",
+    "Analysis", "BatchAnalysis", "BatchItemError", "BBox", "Bucket", "Candidate", "Changed", "DetectionSeries", "Face", "FaceQuality", "Health", "Person",
     "PersonsPage", "Registration", "Stats", "TopUnknown", "Merged", "Sample", "SampleDeleted",
     "SamplesPage", "Sighting", "SightingsPage", "Verification", "VerifyFace",
 ]

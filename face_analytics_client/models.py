@@ -36,6 +36,14 @@ class FaceQuality(_Model):
     scores: dict[str, float] = {}
 
 
+class Candidate(_Model):
+    """candidates=k: one of the k most similar people, whether or not above the threshold."""
+    person_id: str
+    identity: str
+    person_name: str | None = None
+    similarity: float
+
+
 class Face(_Model):
     bbox: BBox
     confidence: float
@@ -52,6 +60,7 @@ class Face(_Model):
     landmarks: list[list[float]] | None = None  # include=landmarks
     embedding: list[float] | None = None  # include=embedding
     crop: str | None = None  # include=crop: base64 JPEG of the aligned face
+    candidates: list[Candidate] | None = None  # candidates=k, best first
 
     @property
     def label(self) -> str:

@@ -1,7 +1,7 @@
 """Realistic traffic against a running Face Analytics API, sent through face_analytics_client.
 
-Mostly /analyze with real photos holding 0..N faces (some with include=quality, some as batches of
-4 through /analyze/batch), some /register, /stats and /health.
+Mostly /analyze with real photos holding 0..N faces (some with include=quality, some with
+candidates=3, some as batches of 4 through /analyze/batch), some /register, /stats and /health.
 The client's typed results check the contract (a missing field fails the request), and its
 retries are off: a 429 or 503 is counted as a failure, not hidden. Options (CLI, locust.conf
 or LOCUST_* environment): --photos DIR (default ../shared/data), --api-key KEY.
@@ -92,6 +92,18 @@ class FaceAnalyticsUser(User):
                     raise ContractError("include=quality without a quality in [0, 1]")
 
         self._measure("POST", "/analyze?include=quality", call)
+
+    @task(3)
+    def analyze_with_candidates(self):
+        _, data = random.choice(PHOTOS)
+
+        def call():
+            for face in self.fa.analyze(data, candidates=3).faces:
+                sims = [c.similarity for c in face.candidates or []]
+                if face.candidates is None or len(sims) > 3 or sims != sorted(sims, reverse=True):
+                    raise ContractError("candidates=3 without at most 3 candidates, best first")
+
+        self._measure("POST", "/analyze?candidates=3", call)
 
     @task(2)
     def analyze_batch(self):

@@ -37,12 +37,19 @@ async def infer(s: Services, data: bytes, options: AnalyzeOptions) -> Analysis:
     return analysis
 
 
+def check_mode(options: AnalyzeOptions, mode: str) -> None:
+    """Options that need matching, refused before any work is done."""
+    if options.candidates and mode == "detect":
+        raise InvalidField("candidates needs matching: use it with mode=track or mode=search")
+
+
 async def respond(s: Services, analysis: Analysis, options: AnalyzeOptions, mode: str = "track") -> AnalyzeResponse:
     """Match, remember and shape one photo's faces (the quality gate decides who is remembered)."""
     metrics.FACES.observe(len(analysis.faces))
     gate = s.settings.quality.min_score
     qualities = [quality(f) for f in analysis.faces]
-    identified = await s.identity.identify(analysis, mode, options.threshold, [q.overall >= gate for q in qualities])
+    identified = await s.identity.identify(analysis, mode, options.threshold, [q.overall >= gate for q in qualities],
+                                           options.candidates)
     faces = [face_out(r, q, gate, options.include) for r, q in zip(identified, qualities)]
     message = f"Successfully analyzed {len(faces)} face(s)" if faces else "No faces detected in the image"
     if analysis.faces_limited_to:
@@ -56,6 +63,7 @@ async def respond(s: Services, analysis: Analysis, options: AnalyzeOptions, mode
 async def analyze(request: Request, file: UploadFile | None = File(None, description=IMAGE_HELP),
                   options: AnalyzeOptions = Depends(analyze_options), mode: Mode = Query("track", description=MODE_HELP)):
     s = services(request)
+    check_mode(options, mode)
     data = await image_bytes(request, file, s.settings.upload, url_settings=s.settings.url_fetch)
     return await respond(s, await infer(s, data, options), options, mode)
 
@@ -80,6 +88,7 @@ async def analyze_batch(request: Request,
                         options: AnalyzeOptions = Depends(analyze_options),
                         mode: Mode = Query("track", description=MODE_HELP)):
     s = services(request)
+    check_mode(options, mode)
     limit = s.settings.limits.batch_max_images
     if files:
         sources = [("file", f) for f in files]

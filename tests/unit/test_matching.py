@@ -118,3 +118,26 @@ def test_a_person_with_many_samples_is_still_found():
     q = unit(v[None] + 0.9 * unit(rng.standard_normal((1, 128))))
     m = g.search(q, threshold=0.3)[0]
     assert m is not None and m.person_id == "p0" and abs(m.similarity - float(q[0] @ v)) < 1e-5
+
+
+def test_top_k_is_the_brute_force_ranking_with_tombstones_and_when_quantised():
+    """candidates=k: the k nearest live entries, best first, exact similarities, below any threshold."""
+    rng = np.random.default_rng(5)
+    vecs = unit(rng.standard_normal((300, 128)))
+    ids = [f"p{i}" for i in range(300)]
+    for g in (Gallery(min_compact=1000), Gallery(ann_threshold=200)):
+        g.load(ids, ["unknown"] * 300, vecs)
+        for i in range(0, 60, 2):  # tombstones above the best live rows
+            g.remove(f"p{i}")
+        live = {p: v for p, v in zip(ids, vecs) if p in g}
+        q = unit(vecs[:20] + 0.5 * unit(rng.standard_normal((20, 128))))
+        live_ids = list(live)
+        sims = q @ np.stack([live[p] for p in live_ids]).T
+        for qi, got in enumerate(g.top(q, 5)):
+            want = [live_ids[j] for j in np.argsort(-sims[qi])[:5]]
+            assert [m.person_id for m in got] == want
+            assert np.allclose([m.similarity for m in got], np.sort(sims[qi])[::-1][:5], atol=1e-5)
+    assert Gallery().top(vecs[:2], 3) == [[], []]
+    small = Gallery()
+    small.load(ids[:2], ["known", "unknown"], vecs[:2])
+    assert [len(c) for c in small.top(vecs[:1], 5)] == [2]  # fewer people than k: all of them
