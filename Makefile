@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= ../shared/data
 
-.PHONY: setup run test test-deploy triton models publish loadtest bench profile eval stop clean help chromium
+.PHONY: setup run test test-fast test-deploy triton models publish loadtest bench profile eval stop clean help chromium
 
 help:
 	@echo "make run      set everything up, start Triton + the API on 127.0.0.1:8000"
 	@echo "make test     run the test suite (real Triton, real models, SQLite and MariaDB)"
+	@echo "make test-fast  the unit tests only: pure functions and files, no Triton, no models (<30 s)"
 	@echo "make test-deploy  the compose stack run as processes, as deployed (root; ~4 min)"
 	@echo "make setup    virtualenv, dependencies, local Triton, models, model repository"
 	@echo "make triton   run the local Triton server in the foreground"
@@ -53,6 +54,10 @@ run: setup
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not deployed"
+
+# feedback on a change to NMS, alignment, names, rates or SQL text without a Triton boot
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -ra tests/unit
 
 # the compose stack (docker-compose.yml + the CPU override) as processes in private
 # namespaces, as root: mysql, mlflow, export, triton, face-api, then /analyze, /register and

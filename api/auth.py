@@ -34,13 +34,14 @@ def request_cost(path: str, auth: AuthSettings) -> int:
 class Buckets:
     """Token buckets: `per_minute` tokens a minute, at most `burst` saved up."""
 
-    def __init__(self, per_minute: int, burst: int | None = None):
+    def __init__(self, per_minute: int, burst: int | None = None, clock=time.monotonic):
+        self.clock = clock  # injectable so that tests can move time without sleeping
         self.rate = per_minute / 60.0
         self.capacity = float(max(min(per_minute, burst or per_minute), 1))
         self.state: dict[str, tuple[float, float]] = {}
 
     def take(self, key: str, cost: int = 1) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         tokens, last = self.state.pop(key, (self.capacity, now))
         tokens = min(self.capacity, tokens + (now - last) * self.rate)
         ok = tokens >= min(cost, self.capacity)

@@ -15,6 +15,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# the shared photos (README of ../shared/data): tests, evaluation, benchmarks and the load test
+SHARED_DATA = (PROJECT_ROOT / ".." / "shared" / "data").resolve()
 
 
 class _Group(BaseSettings):

@@ -21,7 +21,7 @@ def encode(img: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
+def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
@@ -58,7 +58,7 @@ def png_many_chunks(count: int = 80_000) -> bytes:
     """Tiny unknown ancillary chunks before the image data: Pillow handles each in Python."""
     real = encode(Image.new("RGB", (64, 64), "white"), "PNG")
     ihdr_end = 8 + 25
-    chunk = _png_chunk(b"zzZz", b"")
+    chunk = png_chunk(b"zzZz", b"")
     return real[:ihdr_end] + chunk * count + real[ihdr_end:]
 
 
