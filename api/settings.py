@@ -15,7 +15,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# the shared photos (README of ../shared/data): tests, evaluation, benchmarks and the load test
+# the shared photos (../shared/data/MANIFEST.md): tests, evaluation and benchmarks read them in place
 SHARED_DATA = (PROJECT_ROOT / ".." / "shared" / "data").resolve()
 
 

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from api.settings import get_settings
+from api.settings import SHARED_DATA, get_settings
 
 
 def _progress(msg: str) -> None:
@@ -101,22 +101,17 @@ def cmd_evaluate(args, settings) -> int:
     registry = Registry(settings) if (args.candidate or not args.no_log) else None
     if args.candidate:
         # a candidate is served by a Triton of its own, from a repository of its own
-        from tools.triton_local import TritonServer
+        from tools.triton_local import serving
 
         name, version = args.candidate.split(":")
         overrides = {name: int(version)}
         with tempfile.TemporaryDirectory() as tmp:
             repo = Path(tmp) / "repo"
             publish.write_repository(registry, repo, versions=overrides, progress=_progress)
-            server = TritonServer(repository=repo, http_port=_free_port(), grpc_port=_free_port(),
-                                  metrics_port=_free_port(), work_dir=Path(tmp) / "triton")
-            server.start(240)
-            try:
+            with serving(repo, Path(tmp) / "triton") as server:
                 triton = settings.triton.model_copy(update={"grpc_url": server.grpc_url})
                 result = asyncio.run(evaluate.evaluate(settings.model_copy(update={"triton": triton}),
                                                        data, out, args.limit))
-            finally:
-                server.stop()
         runs = [registry.version(name, int(version)).run_id]
     else:
         if args.triton_url:
@@ -130,14 +125,6 @@ def cmd_evaluate(args, settings) -> int:
             registry.log_metrics(run_id, evaluate.numeric(result))
     print(json.dumps(result, indent=2))
     return 0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cmd_list(args, settings) -> int:
@@ -191,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--age-margin", type=float, default=0.5, help="allowed rise of age MAE, years")
     pr.set_defaults(func=cmd_promote)
     ev = sub.add_parser("evaluate", help="accuracy of the served pipeline on labelled photos")
-    ev.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+    ev.add_argument("--data", default=str(SHARED_DATA))
     ev.add_argument("--limit", type=int, help="first N rows of each list, for a quick run (not logged)")
     ev.add_argument("--out", default="var/eval", help="JSON and PNG plots go here")
     ev.add_argument("--triton-url", help="Triton gRPC address (default: TRITON_GRPC_URL)")

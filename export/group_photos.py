@@ -215,9 +215,9 @@ def evaluation_set(data: Path, seed: int = 20, light: bool = False) -> list[Grou
 def main(argv=None) -> int:
     out = Path((argv or sys.argv[1:] or ["var/group_photos"])[0])
     out.mkdir(parents=True, exist_ok=True)
-    from api.settings import PROJECT_ROOT
+    from api.settings import SHARED_DATA
 
-    photos = evaluation_set(PROJECT_ROOT / ".." / "shared" / "data")
+    photos = evaluation_set(SHARED_DATA)
     with open(out / "boxes.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "x", "y", "width", "height"])

@@ -26,23 +26,26 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-from api.settings import PROJECT_ROOT, get_settings
+from api.settings import PROJECT_ROOT, SHARED_DATA, get_settings
 from loadtests import photo_sets
 from pipeline import contract as C
+from pipeline.detect import MIN_FACE_SIZE
+from tools import api_process
+from tools.triton_local import batching_ratio, inference_counts, serving
 
-DATA = PROJECT_ROOT / ".." / "shared" / "data"
-PEERS_DIR = PROJECT_ROOT / ".." / "shared" / "peers"
+DATA = SHARED_DATA
+PEERS_DIR = SHARED_DATA.parent / "peers"
+# 16 concurrent 12 MP photos wait longer than the 15 s serving deadline on a busy 2-core
+# machine: measure throughput and latency (p50/p99 are reported) rather than 503s
+API_ENV = {"TRITON_TIMEOUT_S": "600"}
 TARGETS = {  # issue 19: per size class, measured side by side in one run
     "API c16 / best OpenCV": 1.5,
     "API c16 / face_recognition": 6.0,
@@ -56,12 +59,6 @@ def bench_photos(data: Path = DATA) -> list[Path]:
     return photo_sets.original_photos(data)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def summarise(latencies: list[float], wall: float, faces: int = 0) -> dict:
     lat = np.asarray(latencies) * 1000
     return {"images": len(lat), "images_per_s": round(len(lat) / wall, 2),
@@ -71,14 +68,16 @@ def summarise(latencies: list[float], wall: float, faces: int = 0) -> dict:
 
 
 # -- 1. in-process floor ----------------------------------------------------------------------
-def _inprocess_worker(args):
-    det, mt, photos, seconds = args
+def inprocess_worker(args):
+    """One process's closed loop over its photos: (latencies, faces, seconds until the last
+    image in flight at the deadline finished)."""
+    det, mt, photos, seconds, promise = args
     import cv2
 
     from pipeline.inprocess import InProcessPipeline
 
     cv2.setNumThreads(1)  # as in face_pipeline: one process per core, no nested thread pools
-    pipe = InProcessPipeline(det, mt, threads=1)
+    pipe = InProcessPipeline(det, mt, threads=1, min_face_promise=promise)
     datas = [p.read_bytes() for p in photos]
     pipe.analyze(datas[0])  # warm-up outside the window
     lat, faces, i = [], 0, 0
@@ -88,15 +87,20 @@ def _inprocess_worker(args):
         faces += len(pipe.analyze(datas[i % len(datas)])[C.PL_BOXES])
         lat.append(time.perf_counter() - t)
         i += 1
-    return lat, faces
+    return lat, faces, time.perf_counter() - end + seconds
+
+
+def inprocess_pool(det: Path, mt: Path, photos: list[Path], seconds: float, procs: int = 2,
+                   promise: int = MIN_FACE_SIZE) -> list:
+    """inprocess_worker in `procs` spawned processes, the photos dealt out between them."""
+    with mp.get_context("spawn").Pool(procs) as pool:
+        return pool.map(inprocess_worker, [(det, mt, photos[k::procs] or photos, seconds, promise)
+                                           for k in range(procs)])
 
 
 def run_inprocess(det: Path, mt: Path, photos: list[Path], seconds: float, procs: int = 2) -> dict:
-    ctx = mp.get_context("spawn")
     t0 = time.perf_counter()
-    with ctx.Pool(procs) as pool:
-        results = pool.map(_inprocess_worker, [(det, mt, photos[k::procs] or photos, seconds)
-                                               for k in range(procs)])
+    results = inprocess_pool(det, mt, photos, seconds, procs)
     wall = time.perf_counter() - t0 - 0  # includes warm-up; use the measured window instead
     lat = [x for r in results for x in r[0]]
     return summarise(lat, seconds, sum(r[1] for r in results)) | {"procs": procs, "wall_s": round(wall, 1)}
@@ -125,28 +129,44 @@ async def _closed_loop(call, datas: list[bytes], concurrency: int, seconds: floa
     return summarise(lat, wall, faces[0]) | {"concurrency": concurrency, "errors": errors[0]}
 
 
+def pipeline_inputs(aio, data: bytes, min_face_size: int = 0) -> list:
+    """face_pipeline's inputs for one photo (`aio`: tritonclient.grpc.aio)."""
+    t = aio.InferInput(C.PL_IMAGE, [1, 1], "BYTES")
+    t.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+    inputs = [t]
+    if min_face_size:
+        m = aio.InferInput(C.PL_MIN_FACE_SIZE, [1, 1], "INT32")
+        m.set_data_from_numpy(np.array([[min_face_size]], np.int32))
+        inputs.append(m)
+    return inputs
+
+
+def pipeline_call(client, aio, min_face_size: int = 0):
+    """An async call(data) -> number of faces, asking for what the API asks for."""
+    outputs = [aio.InferRequestedOutput(n) for n in (C.PL_BOXES, C.PL_EMBEDDINGS, C.PL_AGE, C.PL_GENDER)]
+
+    async def call(data: bytes) -> int:
+        r = await client.infer(C.PIPELINE, pipeline_inputs(aio, data, min_face_size), outputs=outputs)
+        return len(r.as_numpy(C.PL_BOXES)[0])
+
+    return call
+
+
 async def run_triton(grpc_url: str, datas: list[bytes], concurrencies, seconds: float,
                      metrics_url: str | None = None) -> dict:
     """Closed loops at each concurrency; with metrics_url, each one's Triton batching ratio."""
     import tritonclient.grpc.aio as aio
 
     client = aio.InferenceServerClient(grpc_url)
-    outputs = [aio.InferRequestedOutput(C.PL_BOXES), aio.InferRequestedOutput(C.PL_EMBEDDINGS),
-               aio.InferRequestedOutput(C.PL_AGE), aio.InferRequestedOutput(C.PL_GENDER)]
-
-    async def call(data: bytes) -> int:
-        t = aio.InferInput(C.PL_IMAGE, [1, 1], "BYTES")
-        t.set_data_from_numpy(np.array([[data]], dtype=np.object_))
-        r = await client.infer(C.PIPELINE, [t], outputs=outputs)
-        return len(r.as_numpy(C.PL_BOXES)[0])
+    call = pipeline_call(client, aio)
 
     try:
         out = {}
         for c in concurrencies:
-            before = batching(metrics_url) if metrics_url else None
+            before = inference_counts(metrics_url) if metrics_url else None
             out[f"c{c}"] = await _closed_loop(call, datas, c, seconds)
             if before is not None:
-                out[f"c{c}"]["batching"] = batching_ratio(before, batching(metrics_url))
+                out[f"c{c}"]["batching"] = batching_ratio(before, inference_counts(metrics_url))
         return out
     finally:
         await client.close()
@@ -163,73 +183,25 @@ async def run_api(base_url: str, datas: list[bytes], concurrencies, seconds: flo
         return {f"c{c}": await _closed_loop(call, datas, c, seconds) for c in concurrencies}
 
 
-def batching(metrics_url: str) -> dict:
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    out = {}
-    for model in (C.DETECTOR, C.MULTITASK, C.PIPELINE):
-        def value(name):
-            m = re.search(rf'^{name}{{model="{model}",version="\d+"}} (\S+)$', text, re.M)
-            return float(m.group(1)) if m else 0.0
-        out[model] = (value("nv_inference_count"), value("nv_inference_exec_count"))
-    return out
-
-
-def batching_ratio(before: dict, after: dict) -> dict:
-    """Inferences per model execution between two metric snapshots, per model."""
-    return {m: round((after[m][0] - before[m][0]) / max(after[m][1] - before[m][1], 1), 2) for m in after}
-
-
 def run_peer(script: str, python: Path, photos: list[Path], seconds: float, procs: int = 2,
-             extra: tuple[str, ...] = ()) -> dict | None:
+             extra: tuple[str, ...] = (), slack: float = 4) -> dict | None:
+    """A peer of ../shared/peers in its own virtualenv: its last JSON line, or the error."""
     if not python.exists():
         return None
     cmd = [str(python), str(PEERS_DIR / script), "speed", "--images", *map(str, photos),
            "--seconds", str(seconds), "--procs", str(procs), *extra]
     # face_recognition's HOG on a 12 MP photo takes seconds per image: the in-flight images
-    # finish after the window, so allow for them
+    # finish after the window, so allow for them (`slack` windows more)
     env = dict(os.environ, PEERS=str(python.parents[2]))  # where the peers find their model files
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 4 + 600, env=env)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * slack + 600, env=env)
     if r.returncode != 0:
         return {"error": r.stderr.strip()[-300:]}
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    out.pop("faces_per_image", None)  # per-path detail: long, and not a speed figure
-    return out
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 
 
 # -- orchestration ------------------------------------------------------------------------
-def start_api(triton_grpc: str, data_dir: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = dict(os.environ, TRITON_GRPC_URL=triton_grpc, FA_DATA_DIR=str(data_dir))
-    env.pop("MYSQL_HOST", None)  # embedded SQLite: the benchmark must not write to a real database
-    # 16 concurrent 12 MP photos wait longer than the 15 s serving deadline on a busy 2-core
-    # machine: measure throughput and latency (p50/p99 are reported) rather than 503s
-    env["TRITON_TIMEOUT_S"] = "600"
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", str(workers), "--no-access-log",
-                             "--log-level", "warning"], env=env, cwd=PROJECT_ROOT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2)
-            return proc, url
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.25)
-    proc.terminate()
-    raise RuntimeError("the API did not come up")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End a server we started; one still busy with abandoned requests after 30 s is killed."""
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(30)
-
-
 def load_average() -> list[float]:
     """The machine's 1/5/15-minute load (as `uptime` prints it): how busy it was meanwhile."""
     return [round(x, 2) for x in os.getloadavg()]
@@ -237,11 +209,15 @@ def load_average() -> list[float]:
 
 def peers_for(photos: list[Path], seconds: float, peers_dir: Path) -> dict:
     opencv, dlib = peers_dir / "opencv" / "bin" / "python", peers_dir / "dlib" / "bin" / "python"
-    return {
+    out = {
         "opencv_demo_full_size": run_peer("peer_opencv_zoo.py", opencv, photos, seconds),
         "opencv_max_side_640": run_peer("peer_opencv_zoo.py", opencv, photos, seconds, extra=("--max-side", "640")),
         "face_recognition_hog": run_peer("peer_face_recognition.py", dlib, photos, seconds),
     }
+    for r in out.values():
+        if r:
+            r.pop("faces_per_image", None)  # per-path detail: long, and not a speed figure
+    return out
 
 
 def class_ratios(r: dict) -> dict:
@@ -309,14 +285,14 @@ def run(seconds: float, out: Path, grpc_url: str, metrics_url: str, det: Path, m
     result = {"seconds": seconds, "cpus": os.cpu_count(), "machine": _machine(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "classes": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_api(grpc_url, Path(tmp))
+        proc, url = api_process.start_api(grpc_url, Path(tmp), **API_ENV)
         try:
             for name, paths in sets.items():
                 result["classes"][name] = _run_class(name, paths, seconds, grpc_url, metrics_url, url,
                                                      det, mt, peers_dir)
                 save(result, out)  # a long run cut short keeps the classes it finished
         finally:
-            stop(proc)
+            api_process.stop(proc)
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     save(result, out)
     print(markdown(result), flush=True)
@@ -357,6 +333,12 @@ def _machine() -> str:
     return f"{model}, {mem:.0f} GiB"
 
 
+def published_models() -> tuple[Path, Path, Path]:
+    """The local model repository and the detector and multitask ONNX files in it."""
+    repo = get_settings().paths.model_repository
+    return repo, next((repo / C.DETECTOR).glob("*/model.onnx")), next((repo / C.MULTITASK).glob("*/model.onnx"))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -368,21 +350,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--limit", type=int, default=None, help="only the first N photos of each class (a quick look)")
     args = p.parse_args(argv)
-    s = get_settings()
-    from tools.triton_local import TritonServer
-
-    repo = s.paths.model_repository
-    det = next((repo / C.DETECTOR).glob("*/model.onnx"))
-    mt = next((repo / C.MULTITASK).glob("*/model.onnx"))
-    with tempfile.TemporaryDirectory() as work:
-        server = TritonServer(repository=repo, http_port=_free_port(), grpc_port=_free_port(),
-                              metrics_port=_free_port(), work_dir=Path(work))
-        server.start(240)
-        try:
-            run(args.seconds, args.out, server.grpc_url, server.metrics_url, det, mt,
-                peers_dir=None if args.no_peers else args.peers, classes=args.classes, limit=args.limit)
-        finally:
-            server.stop()
+    repo, det, mt = published_models()
+    with tempfile.TemporaryDirectory() as work, serving(repo, Path(work)) as server:
+        run(args.seconds, args.out, server.grpc_url, server.metrics_url, det, mt,
+            peers_dir=None if args.no_peers else args.peers, classes=args.classes, limit=args.limit)
     return 0
 
 

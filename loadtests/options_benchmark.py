@@ -15,20 +15,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.request
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 
-from api.settings import PROJECT_ROOT, get_settings
-from loadtests.benchmark import DATA, _closed_loop, _free_port, load_average
+from api.settings import PROJECT_ROOT
+from loadtests.benchmark import DATA, _closed_loop, load_average, published_models
+from tools.api_process import start_api, stop
+from tools.triton_local import TritonServer
 from pipeline import contract as C
 
 ARMS = (("base", None), ("current", None), ("current include=quality", "quality"),
@@ -47,26 +47,6 @@ def extract(rev: str, into: Path) -> Path:
     with tarfile.open(fileobj=BytesIO(blob)) as tar:
         tar.extractall(into, filter="data")
     return into
-
-
-def start_api(root: Path, grpc_url: str, data_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = dict(os.environ, TRITON_GRPC_URL=grpc_url, FA_DATA_DIR=str(data_dir), PYTHONPATH=str(root),
-               TRITON_TIMEOUT_S="600")
-    env.pop("MYSQL_HOST", None)
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
-                             "--port", str(port), "--no-access-log", "--log-level", "warning"], env=env, cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(1200):  # a busy machine can take minutes to import and start
-        if proc.poll() is not None:
-            break
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2)
-            return proc, url
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.25)
-    proc.terminate()
-    raise RuntimeError(f"the API from {root} did not come up")
 
 
 async def measure(url: str, datas: list[bytes], include: str | None, concurrency: int, seconds: float) -> dict:
@@ -121,11 +101,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs" / "benchmark" / "options.json")
     args = p.parse_args(argv)
 
-    from tools.triton_local import TritonServer
-
-    repo = get_settings().paths.model_repository
-    det = next((repo / C.DETECTOR).glob("*/model.onnx"))
-    mt = next((repo / C.MULTITASK).glob("*/model.onnx"))
+    repo, det, mt = published_models()
     paths = photos()
     datas = [x.read_bytes() for x in paths]
     result = {"base": args.base, "base_commit": subprocess.run(["git", "rev-parse", args.base], cwd=PROJECT_ROOT,
@@ -135,14 +111,16 @@ def main(argv=None) -> int:
     runs: dict[str, dict[str, list[dict]]] = {name: {"c1": [], "c16": []} for name, _ in ARMS}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        server = TritonServer(repository=repo, http_port=_free_port(), grpc_port=_free_port(),
-                              metrics_port=_free_port(), work_dir=tmp / "triton")
-        server.start(240)
+        server = TritonServer.on_free_ports(repo, tmp / "triton").start(240)
         procs = []
         try:
-            base_proc, base_url = start_api(extract(args.base, tmp / "base"), server.grpc_url, tmp / "base-data")
-            cur_proc, cur_url = start_api(PROJECT_ROOT, server.grpc_url, tmp / "cur-data")
-            procs = [base_proc, cur_proc]
+            # the base revision's own code: its api/ and pipeline/ first on the path
+            base = extract(args.base, tmp / "base")
+            base_proc, base_url = start_api(server.grpc_url, tmp / "base-data", cwd=base, timeout_s=600,
+                                            PYTHONPATH=str(base), TRITON_TIMEOUT_S="600")
+            procs.append(base_proc)
+            cur_proc, cur_url = start_api(server.grpc_url, tmp / "cur-data", timeout_s=600, TRITON_TIMEOUT_S="600")
+            procs.append(cur_proc)
             for rnd in range(args.rounds):
                 for c in (1, 16):
                     for name, include in ARMS:
@@ -153,8 +131,7 @@ def main(argv=None) -> int:
                               f"p50 {r['p50_ms']} ms, errors {r['errors']}", flush=True)
         finally:
             for proc in procs:
-                proc.terminate()
-                proc.wait(30)
+                stop(proc)
             server.stop()
     result["load_after"] = load_average()
     result["runs"] = runs

@@ -25,9 +25,11 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from api.settings import PROJECT_ROOT, get_settings
+from api.settings import PROJECT_ROOT
 from loadtests import benchmark, photo_sets
 from pipeline import contract as C
+from tools import api_process
+from tools.triton_local import serving
 
 
 def triton_stats(http_url: str) -> dict:
@@ -111,18 +113,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / "var" / "profile")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    s = get_settings()
-    from tools.triton_local import TritonServer
-
     photos = photo_sets.build(benchmark.DATA, PROJECT_ROOT / "var" / "bench" / "photos", [args.size_class])[args.size_class]
     datas = [ph.read_bytes() for ph in photos]
-    repo = s.paths.model_repository
+    repo, det, mt = benchmark.published_models()
     report: dict = {"size_class": args.size_class, "concurrency": args.concurrency, "load_before": benchmark.load_average()}
-    with tempfile.TemporaryDirectory() as work:
-        server = TritonServer(repository=repo, http_port=benchmark._free_port(), grpc_port=benchmark._free_port(),
-                              metrics_port=benchmark._free_port(), work_dir=Path(work) / "triton")
-        server.start(240)
-        api, url = benchmark.start_api(server.grpc_url, Path(work) / "api")
+    with tempfile.TemporaryDirectory() as work, serving(repo, Path(work) / "triton") as server:
+        api, url = api_process.start_api(server.grpc_url, Path(work) / "api", **benchmark.API_ENV)
         try:
             asyncio.run(_drive(url, datas, args.concurrency, 3))  # warm-up
             before = triton_stats(server.http_url)
@@ -139,11 +135,8 @@ def main(argv=None) -> int:
             report["triton"] = stats_delta(before, triton_stats(server.http_url))
             report["api_py_spy_own_time_percent"] = spy["top"]
         finally:
-            benchmark.stop(api)
-            server.stop()
+            api_process.stop(api)
     if args.ort:
-        det = next((repo / C.DETECTOR).glob("*/model.onnx"))
-        mt = next((repo / C.MULTITASK).glob("*/model.onnx"))
         report["onnxruntime_ms_per_op"] = ort_profile(det, mt, photos, args.out)
     report["load_after"] = benchmark.load_average()
     (args.out / f"profile_{args.size_class}.json").write_text(json.dumps(report, indent=2))

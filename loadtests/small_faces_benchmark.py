@@ -17,19 +17,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from api.settings import PROJECT_ROOT, get_settings
-from loadtests.benchmark import DATA, PEERS_DIR, _closed_loop, _free_port, batching, summarise
+from api.settings import PROJECT_ROOT
+from loadtests.benchmark import (DATA, _closed_loop, inprocess_pool, pipeline_call, pipeline_inputs,
+                                 published_models, run_peer, summarise)
 from pipeline import contract as C
+from tools.triton_local import batching_ratio, inference_counts, serving
 
 
 def one_face_photos(data: Path = DATA) -> list[Path]:
@@ -62,57 +61,18 @@ def group_photos(data: Path, folder: Path, light: bool = False) -> list[tuple[Pa
     return out
 
 
-def _worker(args):
-    det, mt, photos, seconds, promise = args
-    import cv2
-
-    from pipeline.inprocess import InProcessPipeline
-
-    cv2.setNumThreads(1)
-    pipe = InProcessPipeline(det, mt, threads=1, min_face_promise=promise)
-    datas = [p.read_bytes() for p in photos]
-    pipe.analyze(datas[0])
-    lat, faces, i = [], 0, 0
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        faces += len(pipe.analyze(datas[i % len(datas)])[C.PL_BOXES])
-        lat.append(time.perf_counter() - t)
-        i += 1
-    return lat, faces, time.perf_counter() - end + seconds
-
-
 def inprocess(det: Path, mt: Path, photos: list[Path], seconds: float, promise: int, procs: int = 2) -> dict:
-    with mp.get_context("spawn").Pool(procs) as pool:
-        res = pool.map(_worker, [(det, mt, photos[k::procs] or photos, seconds, promise) for k in range(procs)])
+    res = inprocess_pool(det, mt, photos, seconds, procs, promise)
     wall = max(r[2] for r in res)  # the last image in flight at the deadline finishes too
     return summarise([x for r in res for x in r[0]], wall, sum(r[1] for r in res)) | {"procs": procs}
 
 
 def peer(photos: list[Path], seconds: float, max_side: int, peers: Path, procs: int = 2) -> dict | None:
-    python = peers / "opencv" / "bin" / "python"
-    if not python.exists():
-        return None
-    cmd = [str(python), str(PEERS_DIR / "peer_opencv_zoo.py"), "speed", "--images", *map(str, photos),
-           "--seconds", str(seconds), "--procs", str(procs), "--max-side", str(max_side)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 6 + 600)
-    if r.returncode != 0:
-        return {"error": r.stderr.strip()[-300:]}
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return run_peer("peer_opencv_zoo.py", peers / "opencv" / "bin" / "python", photos, seconds, procs,
+                    extra=("--max-side", str(max_side)), slack=6)
 
 
 PLAN_REQUEST = 12  # MIN_FACE_SIZE that asks face_pipeline for the small-face plan (as make eval)
-
-
-def _request(aio, data: bytes, min_face_size: int) -> list:
-    t = aio.InferInput(C.PL_IMAGE, [1, 1], "BYTES")
-    t.set_data_from_numpy(np.array([[data]], dtype=np.object_))
-    inputs = [t]
-    if min_face_size:
-        m = aio.InferInput(C.PL_MIN_FACE_SIZE, [1, 1], "INT32")
-        m.set_data_from_numpy(np.array([[min_face_size]], np.int32))
-        inputs.append(m)
-    return inputs
 
 
 async def triton(grpc_url: str, datas: list[bytes], concurrency: int, seconds: float, min_face_size: int) -> dict:
@@ -120,14 +80,8 @@ async def triton(grpc_url: str, datas: list[bytes], concurrency: int, seconds: f
     import tritonclient.grpc.aio as aio
 
     client = aio.InferenceServerClient(grpc_url)
-    outputs = [aio.InferRequestedOutput(n) for n in (C.PL_BOXES, C.PL_EMBEDDINGS, C.PL_AGE, C.PL_GENDER)]
-
-    async def call(data: bytes) -> int:
-        r = await client.infer(C.PIPELINE, _request(aio, data, min_face_size), outputs=outputs)
-        return len(r.as_numpy(C.PL_BOXES)[0])
-
     try:
-        return await _closed_loop(call, datas, concurrency, seconds)
+        return await _closed_loop(pipeline_call(client, aio, min_face_size), datas, concurrency, seconds)
     finally:
         await client.close()
 
@@ -139,7 +93,7 @@ async def _found(grpc_url: str, photos: list[Path]) -> dict[str, int]:
     try:
         out = {}
         for p in photos:
-            r = await client.infer(C.PIPELINE, _request(aio, p.read_bytes(), PLAN_REQUEST),
+            r = await client.infer(C.PIPELINE, pipeline_inputs(aio, p.read_bytes(), PLAN_REQUEST),
                                    outputs=[aio.InferRequestedOutput(C.PL_BOXES)], client_timeout=600)
             out[p.name] = len(r.as_numpy(C.PL_BOXES)[0])
         return out
@@ -165,7 +119,7 @@ def run(seconds: float, out: Path, grpc_url: str, metrics_url: str, det: Path, m
         "inprocess_single_480_pass": inprocess(det, mt, singles, seconds, promise=0),
         "inprocess_plan_24px": inprocess(det, mt, singles, seconds, promise=24),
     }
-    before = batching(metrics_url)
+    before = inference_counts(metrics_url)
     result["one_face"]["triton_single_480_pass"] = asyncio.run(triton(grpc_url, datas, 16, seconds, 0))
     result["one_face"]["triton_plan_24px"] = asyncio.run(triton(grpc_url, datas, 16, seconds, PLAN_REQUEST))
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,9 +139,7 @@ def run(seconds: float, out: Path, grpc_url: str, metrics_url: str, det: Path, m
                     r["found"] = {Path(k).name: v for k, v in r.pop("faces_per_image").items()}
                 g[f"peer_{name}"] = r
         result["group"] = g
-    after = batching(metrics_url)
-    result["batching"] = {m: round((after[m][0] - before[m][0]) / max(after[m][1] - before[m][1], 1), 2)
-                          for m in after}
+    result["batching"] = batching_ratio(before, inference_counts(metrics_url))
     result["load_after"] = load()
     one = result["one_face"]
     result["ratios"] = {
@@ -246,21 +198,10 @@ def main(argv=None) -> int:
     p.add_argument("--peers", type=Path, default=Path("/tmp/peers"))
     p.add_argument("--no-peers", action="store_true")
     args = p.parse_args(argv)
-    s = get_settings()
-    from tools.triton_local import TritonServer
-
-    repo = s.paths.model_repository
-    det = next((repo / C.DETECTOR).glob("*/model.onnx"))
-    mt = next((repo / C.MULTITASK).glob("*/model.onnx"))
-    with tempfile.TemporaryDirectory() as work:
-        server = TritonServer(repository=repo, http_port=_free_port(), grpc_port=_free_port(),
-                              metrics_port=_free_port(), work_dir=Path(work))
-        server.start(240)
-        try:
-            run(args.seconds, args.out, server.grpc_url, server.metrics_url, det, mt,
-                peers=None if args.no_peers else args.peers)
-        finally:
-            server.stop()
+    repo, det, mt = published_models()
+    with tempfile.TemporaryDirectory() as work, serving(repo, Path(work)) as server:
+        run(args.seconds, args.out, server.grpc_url, server.metrics_url, det, mt,
+            peers=None if args.no_peers else args.peers)
     return 0
 
 

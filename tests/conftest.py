@@ -8,20 +8,11 @@ own registry or repository.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
-from api.settings import PROJECT_ROOT, MLflowSettings, PathSettings, Settings, TritonSettings
-
-SHARED_DATA = (PROJECT_ROOT / ".." / "shared" / "data").resolve()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from api.settings import PROJECT_ROOT, SHARED_DATA, MLflowSettings, PathSettings, Settings, TritonSettings
 
 
 @pytest.fixture(scope="session")
@@ -72,9 +63,7 @@ def triton(model_stack, tmp_path_factory):
 
     _, _, repo = model_stack
     work = tmp_path_factory.mktemp("triton")
-    server = TritonServer(repository=repo, http_port=free_port(), grpc_port=free_port(),
-                          metrics_port=free_port(), work_dir=work, log_file=work / "triton.log")
-    server.start(timeout_s=180)
+    server = TritonServer.on_free_ports(repo, work, log_file=work / "triton.log").start(timeout_s=180)
     yield server
     server.stop()
 

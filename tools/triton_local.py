@@ -14,10 +14,13 @@ because the python backend stub finds its interpreter (and numpy, onnxruntime, c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +33,30 @@ from api.settings import get_settings
 from pipeline import contract
 
 DEFAULT_MODELS = (contract.DETECTOR, contract.MULTITASK, contract.PIPELINE)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def inference_counts(metrics_url: str, models=DEFAULT_MODELS) -> dict[str, tuple[float, float]]:
+    """Per model, Triton's (nv_inference_count, nv_inference_exec_count): inferences and the
+    executions they were batched into, summed over the model's versions (0 for a model not seen)."""
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+
+    def value(name: str, model: str) -> float:
+        found = re.findall(rf'^{name}{{model="{re.escape(model)}",version="\d+"}} (\S+)$', text, re.M)
+        return sum(float(v) for v in found)
+
+    return {m: (value("nv_inference_count", m), value("nv_inference_exec_count", m)) for m in models}
+
+
+def batching_ratio(before: dict, after: dict) -> dict[str, float]:
+    """Inferences per execution between two inference_counts snapshots, per model."""
+    return {m: round((after[m][0] - before[m][0]) / max(after[m][1] - before[m][1], 1), 2) for m in after}
 
 
 def _wheel_root() -> Path:
@@ -77,6 +104,12 @@ class TritonServer:
     extra_args: tuple[str, ...] = ()
     work_dir: Path = field(default_factory=lambda: get_settings().paths.data_dir / "triton")
     process: subprocess.Popen | None = None
+
+    @classmethod
+    def on_free_ports(cls, repository: Path, work_dir: Path, **kw) -> "TritonServer":
+        """A server of its own beside any other (tests, benchmarks, evaluation)."""
+        return cls(repository=repository, http_port=free_port(), grpc_port=free_port(),
+                   metrics_port=free_port(), work_dir=work_dir, **kw)
 
     @property
     def http_url(self) -> str:
@@ -171,6 +204,16 @@ class TritonServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+@contextlib.contextmanager
+def serving(repository: Path, work_dir: Path, timeout_s: float = 240, **kw):
+    """A TritonServer on free ports for the length of a `with` block."""
+    server = TritonServer.on_free_ports(repository, work_dir, **kw).start(timeout_s)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _server_from_settings(args: argparse.Namespace) -> TritonServer:

@@ -10,10 +10,10 @@ import time
 
 import httpx
 
-from api.settings import PROJECT_ROOT
+from api.settings import SHARED_DATA
 from tests.deploy import compose
 
-DATA = (PROJECT_ROOT / ".." / "shared" / "data").resolve()
+DATA = SHARED_DATA
 WOMAN = "verification/images/pyfeat_video_woman/pexels_woman_WolfgangLanger_Pexels_f{:04d}.jpg"
 
 

@@ -56,6 +56,16 @@ async def running_api(settings: Settings):
             yield client
 
 
+@pytest.fixture(scope="module")
+def client(triton):
+    """A gRPC client of the session's Triton (face_pipeline called directly)."""
+    import tritonclient.grpc as grpcclient
+
+    c = grpcclient.InferenceServerClient(triton.grpc_url)
+    yield c
+    c.close()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
 def backend(request):
     return request.param
@@ -81,7 +91,7 @@ def served_api(settings: Settings):
     import uvicorn
 
     from api.main import create_app
-    from tests.conftest import free_port
+    from tools.triton_local import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,

@@ -15,12 +15,14 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from api.inference import InferenceClient
+from api.settings import SHARED_DATA
 from export import publish
 from pipeline import contract as C
-from tests.conftest import SHARED_DATA, free_port, make_settings
-from tests.integration.test_pipeline_triton import _inputs
+from tests.conftest import make_settings
 from tests.integration.test_model_promotion import _variant
+from tests.integration.test_pipeline_triton import _inputs
 from tests.unit.test_kubernetes import render, triton_container
+from tools.triton_local import free_port
 
 pytestmark = pytest.mark.triton
 

@@ -3,40 +3,20 @@ generated request, the answer is never a 5xx and an error is always the JSON err
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from api.settings import PROJECT_ROOT
-from tests.conftest import free_port
+from tools.api_process import start_api, stop
 
 pytestmark = pytest.mark.triton
 
 
 @pytest.fixture(scope="module")
 def api_url(triton, tmp_path_factory):
-    port = free_port()
-    env = dict(os.environ, TRITON_GRPC_URL=triton.grpc_url, TRITON_HTTP_URL=triton.http_url,
-               FA_DATA_DIR=str(tmp_path_factory.mktemp("fuzz")))
-    env.pop("MYSQL_HOST", None)
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
-                             "--log-level", "warning"], env=env, cwd=PROJECT_ROOT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2)
-            break
-        except Exception:  # noqa: BLE001 - still starting
-            time.sleep(0.25)
+    proc, url = start_api(triton.grpc_url, tmp_path_factory.mktemp("fuzz"), TRITON_HTTP_URL=triton.http_url)
     yield url
-    proc.terminate()
-    proc.wait(30)
+    stop(proc)
 
 
 def test_no_request_makes_the_server_fail(api_url):

@@ -9,9 +9,8 @@ import time
 import pytest
 
 from api.settings import MySQLSettings, TritonSettings
-from tests.conftest import free_port
 from tests.integration.conftest import MYSQL, api_settings, mysql_database, running_api
-from tools.triton_local import TritonServer
+from tools.triton_local import TritonServer, free_port
 
 pytestmark = pytest.mark.triton
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import re
-import urllib.request
 
 import numpy as np
 import pytest
@@ -13,7 +11,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
+from export.metrics import iou
 from pipeline import contract as C
+from tools.triton_local import inference_counts
 
 pytestmark = pytest.mark.triton
 
@@ -34,22 +34,6 @@ def analyze(client: grpcclient.InferenceServerClient, data: bytes) -> dict[str, 
     res = client.infer(C.PIPELINE, _inputs(data),
                        outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUTS])
     return {n: res.as_numpy(n)[0] for n in OUTPUTS}
-
-
-@pytest.fixture(scope="module")
-def client(triton):
-    c = grpcclient.InferenceServerClient(triton.grpc_url)
-    yield c
-    c.close()
-
-
-def iou(a, b) -> float:
-    ax1, ay1, ax2, ay2 = a
-    bx1, by1, bx2, by2 = b
-    iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
-    ih = max(0.0, min(ay2, by2) - max(ay1, by1))
-    inter = iw * ih
-    return inter / ((ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter)
 
 
 def read_csv(path):
@@ -143,20 +127,9 @@ def test_undecodable_bytes_give_a_clear_triton_error(client):
     assert C.INVALID_IMAGE_PREFIX.strip() in info.value.message()
 
 
-def _metric(text: str, name: str, model: str) -> float:
-    m = re.search(rf'^{name}{{model="{model}",version="\d+"}} (\S+)$', text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
-def _counts(metrics_url: str) -> dict[str, tuple[float, float]]:
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    return {m: (_metric(text, "nv_inference_count", m), _metric(text, "nv_inference_exec_count", m))
-            for m in (C.DETECTOR, C.MULTITASK)}
-
-
 def test_dynamic_batching_merges_concurrent_requests(triton, shared_data):
     photos = [p.read_bytes() for p in sorted((shared_data / "verification" / "images").rglob("*.jpg"))[:8]]
-    before = _counts(triton.metrics_url)
+    before = inference_counts(triton.metrics_url, (C.DETECTOR, C.MULTITASK))
 
     async def burst():
         client = aioclient.InferenceServerClient(triton.grpc_url)
@@ -167,7 +140,7 @@ def test_dynamic_batching_merges_concurrent_requests(triton, shared_data):
             await client.close()
 
     asyncio.run(burst())
-    after = _counts(triton.metrics_url)
+    after = inference_counts(triton.metrics_url, (C.DETECTOR, C.MULTITASK))
     for model in (C.DETECTOR, C.MULTITASK):
         inferences = after[model][0] - before[model][0]
         executions = after[model][1] - before[model][1]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -27,9 +26,10 @@ import pytest
 from PIL import Image
 
 from api.settings import PROJECT_ROOT, DatabaseSettings, DetectionSettings, MySQLSettings, Settings
-from tests.conftest import free_port
 from tests.costly_inputs import CASES, encode
 from tests.integration.conftest import MYSQL, api_settings, mysql_database, running_api
+from tools.api_process import stop, wait_healthy
+from tools.triton_local import free_port
 
 pytestmark = pytest.mark.triton
 
@@ -117,20 +117,12 @@ def served_api(triton, model_stack, tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "api"],  # as `make run` and the container start it
                             cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        if proc.poll() is not None:
-            raise RuntimeError((data_dir / "api.log").read_text())
-        time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError("the API did not become healthy")
+    try:
+        wait_healthy(proc, url, 60)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}:\n{(data_dir / 'api.log').read_text()}") from None
     yield url, proc, data_dir / "api.log"
-    proc.terminate()
-    proc.wait(30)
+    stop(proc)
     log.close()
 
 

@@ -4,9 +4,6 @@ photos come out as the single 480 px pass gave them."""
 
 from __future__ import annotations
 
-import re
-import urllib.request
-
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -17,7 +14,8 @@ from pipeline import contract as C
 from pipeline.align import face_chips
 from pipeline.decode import decode_image
 from pipeline.detect import DETECTOR_MIN_FACE, MIN_FACE_SIZE, letterbox, postprocess
-from tests.integration.test_pipeline_triton import OUTPUTS, _inputs, analyze, iou
+from tests.integration.test_pipeline_triton import OUTPUTS, _inputs, analyze
+from tools.triton_local import inference_counts
 
 pytestmark = pytest.mark.triton
 
@@ -35,21 +33,8 @@ def analyze_small(client, data: bytes, min_face_size: int = 12, max_faces: int =
     return {n: res.as_numpy(n)[0] for n in OUTPUTS}
 
 
-@pytest.fixture(scope="module")
-def client(triton):
-    c = grpcclient.InferenceServerClient(triton.grpc_url)
-    yield c
-    c.close()
-
-
 def _detector_counts(metrics_url: str) -> tuple[float, float]:
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-
-    def value(name):
-        m = re.search(rf'^{name}{{model="{C.DETECTOR}",version="\d+"}} (\S+)$', text, re.M)
-        return float(m.group(1)) if m else 0.0
-
-    return value("nv_inference_count"), value("nv_inference_exec_count")
+    return inference_counts(metrics_url, (C.DETECTOR,))[C.DETECTOR]
 
 
 def test_small_faces_are_found_in_a_large_group_photo(client, triton, shared_data):
@@ -137,7 +122,7 @@ def test_one_face_photos_are_unchanged(client, shared_data, letterbox_only):
         assert float(default[C.PL_EMBEDDINGS][0] @ ref_emb[0]) > 0.999, path.name
         out = analyze_small(client, data)
         assert len(out[C.PL_BOXES]) == len(ref_boxes) == 1, path.name
-        assert iou(out[C.PL_BOXES][0], ref_boxes[0]) >= 0.85, path.name
+        assert metrics.iou(out[C.PL_BOXES][0], ref_boxes[0]) >= 0.85, path.name
         assert (out[C.PL_GENDER][0][1] >= 0.5) == (ref_male[0] >= 0.5), path.name
         cos = float(out[C.PL_EMBEDDINGS][0] @ ref_emb[0])
         # a photo the letterbox no longer covers alone (480x720: one native pass) is aligned from

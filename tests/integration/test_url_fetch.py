@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from api.settings import UrlFetchSettings
-from tests.conftest import free_port
 from tests.integration.conftest import api_settings, running_api
+from tools.triton_local import free_port
 
 pytestmark = pytest.mark.triton
 
