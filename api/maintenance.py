@@ -5,6 +5,13 @@
     python -m api.maintenance add-key --label L  create an API key; prints it once, stores its hash
     python -m api.maintenance reembed            re-compute stored embeddings made by another
                                                   face_multitask version from the stored face crops
+    python -m api.maintenance export-gallery FILE
+                                                 people, samples, embeddings (with their model
+                                                  version) and face crops in one portable tar file
+    python -m api.maintenance import-gallery FILE [--reembed] [--model-version V]
+                                                 add an export's people to this gallery (same ids);
+                                                  refuses embeddings of another model version unless
+                                                  --reembed (recomputed from the crops through Triton)
 
 Why reembed: embeddings of two model versions are not comparable, so after a promotion of
 face_multitask every stored embedding is recomputed by the new version. The stored crop is
@@ -86,6 +93,28 @@ async def reembed(settings: Settings, progress=print, chunk: int = 32) -> int:
         await repo.close()
 
 
+def transfer(settings: Settings, args) -> int:
+    from api import gallery_transfer as gt
+
+    try:
+        if args.command == "export-gallery":
+            m = asyncio.run(gt.export_gallery(settings, args.file))
+            print(f"exported {m['known_people']} known and {m['unknown_people']} unknown people, "
+                  f"{m['samples']} embeddings ({', '.join(m['embedding_models']) or 'none'}) to {args.file}")
+            return 0
+        model = (settings.triton.multitask_model, args.model_version) if args.model_version else None
+        r = asyncio.run(gt.import_gallery(settings, args.file, reembed=args.reembed, model=model))
+    except gt.TransferError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"imported {len(r.imported)} people ({r.reembedded} embeddings re-embedded); skipped "
+          f"{len(r.skipped_existing)} whose id exists here and {len(r.skipped_name_taken)} whose name "
+          "another person here has")
+    for pid in r.skipped_name_taken:
+        print(f"  name taken: {pid}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m api.maintenance", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -95,6 +124,14 @@ def main(argv=None) -> int:
     ak = sub.add_parser("add-key")
     ak.add_argument("--label", required=True)
     sub.add_parser("reembed")
+    ex = sub.add_parser("export-gallery")
+    ex.add_argument("file")
+    im = sub.add_parser("import-gallery")
+    im.add_argument("file")
+    im.add_argument("--reembed", action="store_true",
+                    help="recompute embeddings of another face_multitask version from their crops (needs Triton)")
+    im.add_argument("--model-version", help="the face_multitask version this site serves, when Triton is not "
+                                            "running (default: ask Triton)")
     args = p.parse_args(argv)
     settings = get_settings()
     if args.command == "purge":
@@ -104,6 +141,8 @@ def main(argv=None) -> int:
             return 2
         ids = asyncio.run(purge(settings, days))
         print(f"purged {len(ids)} unknown people not seen for {days} days")
+    elif args.command in ("export-gallery", "import-gallery"):
+        return transfer(settings, args)
     elif args.command == "reembed":
         n = asyncio.run(reembed(settings))
         print(f"re-embedded {n} stored faces")

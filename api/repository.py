@@ -705,3 +705,24 @@ class Repository:
                 await self.delete_person(tx, pid)
             await self.log_change(tx, ids, utcnow())
         return ids
+
+    # -- gallery export and import (api.gallery_transfer) -----------------------------------
+    async def export_rows(self, tx: Tx) -> tuple[list[tuple], list[tuple], list[tuple]]:
+        """Every known person, known sample and unknown person, for a portable copy."""
+        known = await tx.fetchall(
+            "SELECT person_id, person_name, age, gender, created_at, updated_at FROM known_faces ORDER BY id")
+        samples = await tx.fetchall(
+            "SELECT person_id, embedding, face_crop, model_name, model_version, created_at"
+            " FROM known_face_samples ORDER BY id")
+        unknown = await tx.fetchall(
+            "SELECT person_id, embedding, face_crop, model_name, model_version, detection_count, first_seen,"
+            " last_seen, created_at FROM unknown_faces ORDER BY id")
+        return known, samples, unknown
+
+    async def import_unknown(self, tx: Tx, person_id: str, embedding: bytes, crop: bytes | None,
+                             model: tuple[str, str], detection_count: int, first_seen: dt.datetime,
+                             last_seen: dt.datetime, created_at: dt.datetime, now: dt.datetime) -> None:
+        await tx.execute(
+            "INSERT INTO unknown_faces (person_id, embedding, face_crop, detection_count, first_seen, last_seen,"
+            " model_name, model_version, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (person_id, embedding, crop, detection_count, first_seen, last_seen, model[0], model[1], created_at, now))
