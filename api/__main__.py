@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from api.settings import get_settings
+from core.settings import get_settings
 
 
 def main() -> None:

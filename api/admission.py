@@ -13,7 +13,7 @@ import asyncio
 from api import metrics
 from api.auth import IMAGE_PATHS
 from api.errors import Overloaded, api_error_response
-from api.settings import AdmissionSettings
+from core.settings import AdmissionSettings
 
 
 class Admission:

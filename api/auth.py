@@ -15,7 +15,7 @@ import hmac
 import time
 
 from api.errors import ApiError, DatabaseUnavailable, RateLimited, Unauthorized, api_error_response
-from api.settings import AuthSettings
+from core.settings import AuthSettings
 
 IMAGE_PATHS = ("/analyze", "/register", "/analyze/batch")
 DOC_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")

@@ -1,7 +1,8 @@
-"""Domain errors and the one place that maps them to HTTP responses.
+"""Domain errors and the one place that maps them (and /health's answer) to HTTP status codes.
 
 Every error leaves as ``{"success": false, "error": <code>, "message": <text>}``; no stack
-trace ever reaches a client.
+trace ever reaches a client. Middleware that answers before the app (body size, keys, rate
+limits) raises or renders these same errors, so a status code is written here only.
 """
 
 from __future__ import annotations
@@ -127,6 +128,11 @@ class DatabaseUnavailable(ApiError):
     status, code = 503, "database_unavailable"
 
 
+def health_status(status: str) -> int:
+    """/health: 200 only when every part is up; "degraded" and "unhealthy" are 503 for load balancers."""
+    return 200 if status == "healthy" else 503
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"success": False, "error": code, "message": message}, status_code=status,
                         headers=headers)
@@ -175,7 +181,7 @@ def install(app: FastAPI) -> None:
         for e in exc.errors():
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             parts.append(f"{where}: {e.get('msg')}")
-        return error_response(422, "validation_error", "; ".join(parts) or "invalid request")
+        return error_response(MissingField.status, MissingField.code, "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):

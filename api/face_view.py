@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 
 from api.identity import Identified, encode_crop
-from api.schemas import BBox, Candidate, FaceOut, FaceQuality
+from api.routes.common import bbox
+from api.schemas import Candidate, FaceOut, FaceQuality
 from pipeline.quality import Quality, assess
 
 
@@ -24,13 +25,11 @@ def quality_out(q: Quality, gate: float) -> FaceQuality:
 
 def face_out(r: Identified, q: Quality, gate: float, include: frozenset[str]) -> FaceOut:
     f = r.face
-    x1, y1, x2, y2 = (float(v) for v in f.box)
-    male = f.p_male >= 0.5
     below = q.overall < gate
     return FaceOut(
-        bbox=BBox(x=round(x1), y=round(y1), width=round(x2 - x1), height=round(y2 - y1)),
-        confidence=round(f.score, 4), age=round(f.age, 1), gender="male" if male else "female",
-        gender_confidence=round(f.p_male if male else 1 - f.p_male, 4),
+        bbox=bbox(f),
+        confidence=round(f.score, 4), age=round(f.age, 1), gender=f.gender,
+        gender_confidence=round(f.gender_confidence, 4),
         identity=r.kind, person_id=r.person_id, person_name=r.person_name,
         similarity=None if r.similarity is None else round(r.similarity, 4),
         landmarks=[[round(float(x), 1), round(float(y), 1)] for x, y in f.landmarks.reshape(5, 2)]

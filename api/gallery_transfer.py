@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from api.repository import Repository, utcnow
-from api.settings import Settings
+from core.settings import Settings
 
 FORMAT, VERSION = "face-analytics-gallery", 1
 DIM = 128

@@ -36,7 +36,7 @@ from api.errors import (FaceMatchesOtherPerson, FaceMismatch, InvalidField, Last
 from api.inference import Analysis, Face
 from api.matching import Gallery, Match
 from api.repository import GalleryEntry, Repository, Tx, utcnow
-from api.settings import Settings
+from core.settings import Settings
 
 MODES = ("track", "search", "detect")
 
@@ -264,10 +264,7 @@ class IdentityService:
 
     @staticmethod
     def _detection_row(face: Face, m: Match, now: dt.datetime) -> tuple:
-        x1, y1, x2, y2 = (float(v) for v in face.box)
-        male = face.p_male >= 0.5
-        return (m.person_id, m.kind, face.score, round(x1), round(y1), round(x2 - x1), round(y2 - y1),
-                face.age, "male" if male else "female", face.p_male if male else 1 - face.p_male,
+        return (m.person_id, m.kind, face.score, *face.xywh, face.age, face.gender, face.gender_confidence,
                 None if np.isnan(m.similarity) else m.similarity, now)
 
     # -- /register and naming ----------------------------------------------------------------
@@ -303,7 +300,7 @@ class IdentityService:
             promoted = match.person_id if match and match.kind == "unknown" else None
             template, samples = await self._add_sample(
                 tx, person_id, name, face.embedding, crop, stored_image, now, created,
-                face_age=face.age, face_gender="male" if face.p_male >= 0.5 else "female")
+                face_age=face.age, face_gender=face.gender)
             if promoted:
                 await self.repo.promote_unknown(tx, promoted, person_id)
                 w.gone(promoted)

@@ -11,9 +11,9 @@ import io
 from fastapi import Request, UploadFile
 
 from api.errors import InvalidField, InvalidImage, MissingField, PayloadTooLarge, UnsupportedMediaType
-from api.settings import UploadSettings, UrlFetchSettings
 from api.uploads import read_image
 from api.url_fetch import fetch_image
+from core.settings import UploadSettings, UrlFetchSettings
 
 JSON = "application/json"
 

@@ -12,8 +12,8 @@ from tritonclient.utils import InferenceServerException
 
 from api import metrics
 from api.errors import InferenceUnavailable, InvalidImage
-from api.settings import TritonSettings
 from api.triton_targets import is_multi, replica_addresses
+from core.settings import TritonSettings
 from pipeline import contract as C
 
 OUTPUTS = (C.PL_BOXES, C.PL_SCORES, C.PL_LANDMARKS, C.PL_EMBEDDINGS, C.PL_AGE, C.PL_GENDER, C.PL_CHIPS,
@@ -29,6 +29,20 @@ class Face:
     p_male: float
     chip: np.ndarray  # aligned RGB canvas, uint8
     landmarks: np.ndarray  # [5, 2] original pixels: eye L, eye R, nose, mouth L, mouth R
+
+    @property
+    def gender(self) -> str:
+        return C.gender_of(self.p_male)[0]
+
+    @property
+    def gender_confidence(self) -> float:
+        return C.gender_of(self.p_male)[1]
+
+    @property
+    def xywh(self) -> tuple[int, int, int, int]:
+        """The contract's bbox: x, y, width, height in whole original pixels."""
+        x1, y1, x2, y2 = (float(v) for v in self.box)
+        return round(x1), round(y1), round(x2 - x1), round(y2 - y1)
 
 
 @dataclass

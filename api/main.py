@@ -15,13 +15,13 @@ from fastapi.staticfiles import StaticFiles
 from api import errors, metrics
 from api.admission import Admission
 from api.auth import AuthGate
-from api.errors import DatabaseUnavailable, error_response
+from api.errors import DatabaseUnavailable, api_error_response
 from api.identity import IdentityService
 from api.inference import InferenceClient
 from api.repository import Repository, utcnow
 from api.routes import analyze, health, persons, register, stats, verify
 from api.routes.common import Services
-from api.settings import PROJECT_ROOT, Settings, get_settings
+from core.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger("api")
 
@@ -52,12 +52,10 @@ class BodySizeLimit:
         limit = self.max_bytes * 4 // 3 + 64 * 1024
         if scope.get("path", "").rstrip("/") == "/analyze/batch":
             limit *= self.batch_images
+        too_large_error = errors.PayloadTooLarge(f"the request is larger than the limit of {self.max_bytes} bytes")
         if length is not None and length.isdigit() and int(length) > limit:
-            return await error_response(413, "payload_too_large",
-                                        f"the request is larger than the limit of {self.max_bytes} bytes"
-                                        )(scope, receive, send)
+            return await api_error_response(too_large_error)(scope, receive, send)
         seen, too_large, answered = 0, False, False
-        message_413 = f"the request is larger than the limit of {self.max_bytes} bytes"
 
         async def limited_receive():
             nonlocal seen, too_large
@@ -66,8 +64,8 @@ class BodySizeLimit:
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     too_large = True
-                    metrics.REJECTED.labels("payload_too_large").inc()
-                    raise errors.PayloadTooLarge(message_413)
+                    metrics.REJECTED.labels(too_large_error.code).inc()
+                    raise too_large_error
             return message
 
         async def guarded_send(message):
@@ -76,13 +74,13 @@ class BodySizeLimit:
                 return await send(message)
             if message["type"] == "http.response.start" and not answered:
                 answered = True
-                await error_response(413, "payload_too_large", message_413)(scope, receive, send)
+                await api_error_response(too_large_error)(scope, receive, send)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
         except errors.PayloadTooLarge:
             if not answered:
-                await error_response(413, "payload_too_large", message_413)(scope, receive, send)
+                await api_error_response(too_large_error)(scope, receive, send)
 
 
 async def _maintain(app: FastAPI, s: Services, ready: bool, stopping: asyncio.Event) -> None:

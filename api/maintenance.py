@@ -30,7 +30,7 @@ import sys
 
 from api.auth import key_hash
 from api.repository import Repository, utcnow
-from api.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 
 async def purge(settings: Settings, days: int) -> list[str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from api.errors import DatabaseUnavailable
-from api.settings import Settings
+from core.settings import Settings
 from db import schema
 
 LOCK_NAME = "face_analytics_gallery"

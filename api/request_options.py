@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fastapi import Query, Request
 
 from api.errors import InvalidField
-from api.settings import Settings
+from core.settings import Settings
 
 INCLUDABLE = ("landmarks", "embedding", "crop", "quality")
 

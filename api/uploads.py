@@ -18,7 +18,7 @@ import anyio
 from fastapi import UploadFile
 
 from api.errors import ImageTooCostly, InvalidImage, PayloadTooLarge, UnsupportedMediaType
-from api.settings import UploadSettings
+from core.settings import UploadSettings
 from pipeline.decode import ImageDecodeError, ImageTooCostlyError, UnsupportedImageType, check_header
 
 CHUNK = 1 << 16

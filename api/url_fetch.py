@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from api.errors import InvalidField, PayloadTooLarge, UrlFetchFailed, UrlNotAllowed
-from api.settings import UrlFetchSettings
+from core.settings import UrlFetchSettings
 
 
 def host_allowed(host: str, allowed: str) -> bool:

@@ -10,6 +10,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml ./
+COPY core ./core
 COPY api ./api
 COPY export ./export
 COPY pipeline ./pipeline
@@ -29,6 +30,7 @@ RUN pip install --no-index --find-links=/wheels face-analytics && rm -rf /wheels
 # directory the image lacks would be created root-owned and unwritable for uid 10001.
 RUN useradd --create-home --uid 10001 app && install -d -o app -g app -m 0755 /models /var/lib/face-analytics
 WORKDIR /app
+COPY --chown=app:app core ./core
 COPY --chown=app:app api ./api
 COPY --chown=app:app db ./db
 COPY --chown=app:app pipeline ./pipeline

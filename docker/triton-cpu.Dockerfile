@@ -14,7 +14,7 @@ RUN pip install numpy==1.26.4 onnxruntime==1.32.0 opencv-python-headless==4.11.0
 RUN useradd --create-home --uid 10002 triton
 WORKDIR /app
 COPY tools ./tools
-COPY api/settings.py api/__init__.py ./api/
+COPY core ./core
 COPY pipeline ./pipeline
 RUN python -c "from tools.triton_local import prepare_backends; from pathlib import Path; prepare_backends(Path('/opt/triton/backends'))"
 USER triton

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from api.settings import SHARED_DATA, get_settings
+from core.settings import SHARED_DATA, get_settings
 
 
 def _progress(msg: str) -> None:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from api.inference import Analysis, InferenceClient
 from api.matching import Gallery
-from api.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 from export import metrics
 
 LOWER_IS_BETTER = {"age_mae", "false_detections_per_no_face_image", "wrong_person_rate",
@@ -116,7 +116,7 @@ async def age_gender(run: Runner, data: Path, limit: int | None) -> tuple[dict, 
             continue
         face = a.faces[0]
         counted += 1
-        correct += ("male" if face.p_male >= 0.5 else "female") == r["gender"]
+        correct += face.gender == r["gender"]
         if r["age"]:
             errors.append(face.age - float(r["age"]))
     return {"gender_accuracy": correct / max(counted, 1), "gender_photos": counted,

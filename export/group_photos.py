@@ -215,7 +215,7 @@ def evaluation_set(data: Path, seed: int = 20, light: bool = False) -> list[Grou
 def main(argv=None) -> int:
     out = Path((argv or sys.argv[1:] or ["var/group_photos"])[0])
     out.mkdir(parents=True, exist_ok=True)
-    from api.settings import SHARED_DATA
+    from core.settings import SHARED_DATA
 
     photos = evaluation_set(SHARED_DATA)
     with open(out / "boxes.csv", "w", newline="") as f:

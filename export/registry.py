@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from api.settings import Settings
+from core.settings import Settings
 
 EXPERIMENT = "face-analytics-models"
 SHA_TAG = "sha256"

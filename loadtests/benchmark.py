@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from api.settings import PROJECT_ROOT, SHARED_DATA, get_settings
+from core.settings import PROJECT_ROOT, SHARED_DATA, get_settings
 from loadtests import photo_sets
 from pipeline import contract as C
 from pipeline.detect import MIN_FACE_SIZE

@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 from api.matching import Gallery
-from api.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 
 
 def unit(x: np.ndarray) -> np.ndarray:

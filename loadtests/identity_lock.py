@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from api.settings import PROJECT_ROOT, MySQLSettings, Settings
+from core.settings import PROJECT_ROOT, MySQLSettings, Settings
 
 OUT = PROJECT_ROOT / "docs" / "benchmark"
 

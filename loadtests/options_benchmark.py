@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from api.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from loadtests.benchmark import DATA, _closed_loop, load_average, published_models
 from tools.api_process import start_api, stop
 from tools.triton_local import TritonServer

@@ -25,7 +25,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from api.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from loadtests import benchmark, photo_sets
 from pipeline import contract as C
 from tools import api_process

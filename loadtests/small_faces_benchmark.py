@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from api.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from loadtests.benchmark import (DATA, _closed_loop, inprocess_pool, pipeline_call, pipeline_inputs,
                                  published_models, run_peer, summarise)
 from pipeline import contract as C

@@ -32,6 +32,7 @@ MT_INPUT = "chips"  # UINT8 [N,CHIP_SIZE,CHIP_SIZE,3] RGB; the graph normalises
 MT_EMBEDDING = "embedding"  # FP32 [N,128], L2-normalised
 MT_AGE = "age"  # FP32 [N,1], years
 MT_GENDER = "gender"  # FP32 [N,2], probabilities (female, male)
+GENDER_LABELS = ("female", "male")  # the columns of MT_GENDER and PL_GENDER
 EMBEDDING_DIM = 128
 
 # --- face_pipeline (BLS, python backend): one encoded photo in, every face out ---
@@ -50,6 +51,15 @@ PL_CHIPS = "CHIPS"  # UINT8 [K,CHIP_SIZE,CHIP_SIZE,3] RGB aligned canvas (stored
 PL_IMAGE_SIZE = "IMAGE_SIZE"  # INT32 [2] width, height of the upright image
 # face_pipeline batches whole requests (max_batch_size > 0), so every input and output above
 # carries a leading batch dimension of 1 on the wire: IMAGE [1,1], BOXES [1,K,4], ...
+
+
+
+def gender_of(p_male: float) -> tuple[str, float]:
+    """The one gender rule: "male" from P(male) 0.5 up, else "female"; with the probability of
+    the label given (the API's gender_confidence, never below 0.5)."""
+    male = p_male >= 0.5
+    return GENDER_LABELS[male], (p_male if male else 1.0 - p_male)
+
 
 # Prefix of the Triton error message for bytes that are not a decodable image; the API maps
 # it to 400 instead of 503.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from api.settings import PROJECT_ROOT, SHARED_DATA, MLflowSettings, PathSettings, Settings, TritonSettings
+from core.settings import PROJECT_ROOT, SHARED_DATA, MLflowSettings, PathSettings, Settings, TritonSettings
 
 
 @pytest.fixture(scope="session")

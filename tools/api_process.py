@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from api.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from tools.triton_local import free_port
 
 

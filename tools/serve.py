@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from api.settings import get_settings
+from core.settings import get_settings
 from tools.triton_local import TritonServer
 
 

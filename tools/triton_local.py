@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from api.settings import get_settings
+from core.settings import get_settings
 from pipeline import contract
 
 DEFAULT_MODELS = (contract.DETECTOR, contract.MULTITASK, contract.PIPELINE)

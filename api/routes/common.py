@@ -10,7 +10,7 @@ from api.identity import IdentityService
 from api.inference import InferenceClient
 from api.repository import Repository
 from api.schemas import BBox
-from api.settings import Settings
+from core.settings import Settings
 
 
 @dataclass
@@ -27,5 +27,5 @@ def services(request: Request) -> Services:
 
 def bbox(face) -> BBox:
     """A face's box as the API reports it: x, y, width, height in original pixels."""
-    x1, y1, x2, y2 = (float(v) for v in face.box)
-    return BBox(x=round(x1), y=round(y1), width=round(x2 - x1), height=round(y2 - y1))
+    x, y, w, h = face.xywh
+    return BBox(x=x, y=y, width=w, height=h)

@@ -18,6 +18,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from api.errors import health_status
 from api.routes.common import Services, services
 from api.schemas import HealthResponse
 
@@ -54,7 +55,7 @@ class HealthCache:
         status = "healthy" if up == 3 else ("unhealthy" if up == 0 else "degraded")
         body = HealthResponse(status=status, services=services_, models=models,
                               replicas=_versions(replicas), version_skew=_skew(replicas)).model_dump()
-        self.body, self.at = (200 if status == "healthy" else 503, body), time.monotonic()
+        self.body, self.at = (health_status(status), body), time.monotonic()
         return self.body
 
 

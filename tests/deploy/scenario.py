@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from api.settings import SHARED_DATA
+from core.settings import SHARED_DATA
 from tests.deploy import compose
 
 DATA = SHARED_DATA

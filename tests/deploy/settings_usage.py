@@ -13,9 +13,9 @@ import ast
 import re
 from pathlib import Path
 
-from api.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 
-PACKAGES = ("api", "export", "pipeline", "tools", "db")
+PACKAGES = ("core", "api", "export", "pipeline", "tools", "db")
 
 
 def groups() -> dict[str, tuple[str, set[str], str]]:
@@ -93,7 +93,7 @@ def _chain(node) -> list[str]:
 
 def _properties() -> dict[str, set[tuple[str, str]]]:
     """Settings property -> the (group, field) pairs its body reads."""
-    tree = ast.parse((PROJECT_ROOT / "api" / "settings.py").read_text())
+    tree = ast.parse((PROJECT_ROOT / "core" / "settings.py").read_text())
     g = groups()
     out = {}
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings"):
@@ -114,7 +114,7 @@ def reads(paths) -> set[tuple[str, str]]:
     by_class = {cls: group for group, (cls, _, _) in g.items()}
     props = _properties()
     found: set[tuple[str, str]] = set()
-    settings_py = (PROJECT_ROOT / "api" / "settings.py").resolve()
+    settings_py = (PROJECT_ROOT / "core" / "settings.py").resolve()
     for path in paths:
         if Path(path).resolve() == settings_py:  # defines the settings, reads none
             continue

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from api.settings import DatabaseSettings, MatchingSettings, MySQLSettings, Settings
+from core.settings import DatabaseSettings, MatchingSettings, MySQLSettings, Settings
 
 MYSQL = MySQLSettings(host="127.0.0.1")  # MYSQL_* from the environment, host defaulting to local
 

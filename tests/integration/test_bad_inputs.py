@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from api.settings import SHARED_DATA
+from core.settings import SHARED_DATA
 from tests.costly_inputs import encode, png_chunk
 from tests.integration.conftest import api_settings, running_api
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from api.auth import key_hash
-from api.settings import AuthSettings
+from core.settings import AuthSettings
 from face_analytics_client import (
     NO_RETRY, Analysis, ApiError, AsyncFaceAnalyticsClient, ConnectionFailed, Face, FaceAnalyticsClient,
     Retry, Stats,

@@ -15,7 +15,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from api.inference import InferenceClient
-from api.settings import SHARED_DATA
+from core.settings import SHARED_DATA
 from export import publish
 from pipeline import contract as C
 from tests.conftest import make_settings

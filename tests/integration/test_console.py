@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from api.auth import key_hash
-from api.settings import AuthSettings
+from core.settings import AuthSettings
 from face_analytics_client import FaceAnalyticsClient
 from tests.integration.conftest import api_settings, served_api
 

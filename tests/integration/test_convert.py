@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from api.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from export import bootstrap, convert, sources
 from pipeline import contract as C
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from api.settings import QualitySettings
+from core.settings import QualitySettings
 from tests.integration.conftest import api_settings, running_api
 
 pytestmark = pytest.mark.triton

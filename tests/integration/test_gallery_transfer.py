@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from api import gallery_transfer as gt
-from api.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from tests.integration.conftest import api_settings, mysql_database, running_api
 
 pytestmark = [pytest.mark.triton, pytest.mark.mysql]

@@ -13,7 +13,7 @@ import pytest
 from api.auth import key_hash
 from api.errors import DatabaseUnavailable
 from api.repository import Repository
-from api.settings import AdmissionSettings, AuthSettings, DatabaseSettings
+from core.settings import AdmissionSettings, AuthSettings, DatabaseSettings
 from tests.conftest import make_settings
 from tests.integration.conftest import running_api
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from api.settings import DetectionSettings
+from core.settings import DetectionSettings
 from tests.integration.conftest import api_settings, running_api
 
 pytestmark = pytest.mark.triton

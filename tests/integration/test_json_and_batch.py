@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from api.settings import RequestLimitSettings
+from core.settings import RequestLimitSettings
 from tests.integration.conftest import api_settings, running_api
 
 pytestmark = pytest.mark.triton

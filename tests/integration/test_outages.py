@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from api.settings import MySQLSettings, TritonSettings
+from core.settings import MySQLSettings, TritonSettings
 from tests.integration.conftest import MYSQL, api_settings, mysql_database, running_api
 from tools.triton_local import TritonServer, free_port
 
@@ -132,7 +132,7 @@ async def test_database_outage_gives_503_then_recovers_with_nothing_half_written
 
 async def test_api_keys_and_rate_limit(triton_settings, tmp_path, shared_data):
     from api.auth import key_hash
-    from api.settings import AuthSettings
+    from core.settings import AuthSettings
 
     auth = AuthSettings(enabled=True, key_hashes=key_hash("s3cret"), rate_limit_per_minute=3)
     async with running_api(api_settings(triton_settings, tmp_path, "sqlite", auth=auth)) as api:

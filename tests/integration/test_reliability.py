@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from api.settings import PROJECT_ROOT, DatabaseSettings, DetectionSettings, MySQLSettings, Settings
+from core.settings import PROJECT_ROOT, DatabaseSettings, DetectionSettings, MySQLSettings, Settings
 from tests.costly_inputs import CASES, encode
 from tests.integration.conftest import MYSQL, api_settings, mysql_database, running_api
 from tools.api_process import stop, wait_healthy

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from api.settings import UrlFetchSettings
+from core.settings import UrlFetchSettings
 from tests.integration.conftest import api_settings, running_api
 from tools.triton_local import free_port
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from api.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from pipeline import decode
 from tests.costly_inputs import CASES, encode
 

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 import yaml
 
-from api.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 from export.triton_config import Tuning
 
 K8S = PROJECT_ROOT / "deploy" / "k8s"

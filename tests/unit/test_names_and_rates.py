@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pytest
 
 from api import auth
@@ -78,7 +79,7 @@ def test_the_oldest_buckets_go_first_beyond_the_tracked_limit(monkeypatch):
 
 
 def test_image_requests_cost_more_than_reads():
-    from api.settings import AuthSettings
+    from core.settings import AuthSettings
 
     s = AuthSettings(image_request_cost=5)
     assert [auth.request_cost(p, s) for p in ("/analyze", "/register", "/analyze/batch", "/stats")] == [5, 5, 5, 1]
@@ -92,3 +93,16 @@ def test_each_dialect_gets_its_placeholders_and_datetimes(dialect, sql, params):
     tx = Tx(None, dialect)
     assert tx._sql("SELECT a FROM t WHERE b = %s AND c = %s") == sql
     assert tuple(tx._param(p) for p in ("x", dt.datetime(2024, 5, 6, 7, 8, 9, 10))) == params
+
+
+@pytest.mark.parametrize("p_male,gender,confidence", [(0.5, "male", 0.5), (0.93, "male", 0.93),
+                                                       (0.4999, "female", 0.5001), (0.0, "female", 1.0)])
+def test_the_one_gender_rule(p_male, gender, confidence):
+    from api.inference import Face
+    from pipeline.contract import gender_of
+
+    assert gender_of(p_male) == (gender, pytest.approx(confidence))
+    face = Face(box=np.array([10.4, 20.6, 110.5, 220.2], np.float32), score=0.9, embedding=np.zeros(128, np.float32),
+                age=30.0, p_male=p_male, chip=np.zeros((1, 1, 3), np.uint8), landmarks=np.zeros((5, 2), np.float32))
+    assert (face.gender, face.gender_confidence) == (gender, pytest.approx(confidence))
+    assert face.xywh == (10, 21, 100, 200)  # the contract's bbox: whole original pixels

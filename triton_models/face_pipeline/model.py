@@ -90,7 +90,11 @@ class TritonPythonModel:
 
     async def execute(self, requests):
         """Each request succeeds or fails on its own: a corrupt image, a decode that runs out of
-        memory, or a sub-model call that fails for the batch never costs the others their answer."""
+        memory, or a sub-model call that fails for the batch never costs the others their answer.
+
+        Invariant (Triton's python backend contract, as in its add_sub and bls examples): exactly
+        one response per request, in the order of `requests`; a failed request gets an error
+        response in its own slot, never a missing or shifted one."""
         responses = [None] * len(requests)
         photos, jobs = [], []
         for i, request in enumerate(requests):
