@@ -36,6 +36,7 @@ from api.errors import (FaceMatchesOtherPerson, FaceMismatch, InvalidField, Last
 from api.inference import Analysis, Face
 from api.matching import Gallery, Match
 from api.repository import GalleryEntry, Repository, Tx, utcnow
+from api.webhooks import Event, Webhooks, face_data
 from core.settings import Settings
 
 MODES = ("track", "search", "detect")
@@ -105,6 +106,7 @@ class _Write:
     """What a locked write changed: applied in memory after the commit."""
     tx: Tx
     changes: list[GalleryEntry] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)  # webhook events, queued in the same transaction
 
     def put(self, person_id: str, kind: str, vector: np.ndarray, name: str | None = None) -> None:
         self.changes.append(GalleryEntry(person_id, kind, np.asarray(vector, np.float32), name))
@@ -122,6 +124,7 @@ class IdentityService:
         self.rows_applied = 0  # change-log rows taken in since the last load (exactly once each)
         self.lock = asyncio.Lock()
         self.model = ("face_multitask", "unknown")
+        self.webhooks: Webhooks | None = None  # set by the app: events of identity changes
 
     @property
     def threshold(self) -> float:
@@ -183,6 +186,9 @@ class IdentityService:
                     # under the database-wide lock nobody else logs: the rows after our position are ours
                     if await self.repo.changes_after(tx, self.seq) == len(own):
                         last = max(own)
+                queued = await self.webhooks.queue(tx, w.events) if w.events and self.webhooks else 0
+            if queued:
+                self.webhooks.queued.set()
             self._apply(w.changes)
             if last != self.seq:
                 self.seq, self.rows_applied = last, self.rows_applied + len(own)
@@ -239,6 +245,8 @@ class IdentityService:
             await self.repo.insert_unknowns(w.tx, new_rows)
             await self.repo.bump_unknowns(w.tx, counts, now)
             await self.repo.insert_detections(w.tx, det_rows)
+            if self.webhooks:
+                await self._sighting_events(w, results, {r[0] for r in new_rows}, counts)
             for (pid, *_), vec in zip(new_rows, new_vecs):
                 w.put(pid, "unknown", vec)
         for r, top in zip(results, tops or ()):
@@ -249,6 +257,34 @@ class IdentityService:
                 continue
             metrics.IDENTITIES.labels(r.kind if r.similarity is not None or r.kind == "known" else "new_unknown").inc()
         return results
+
+    async def _sighting_events(self, w: _Write, results: list[Identified], created: set[str],
+                               counts: dict[str, int]) -> None:
+        """person.known_seen per known face, person.unknown_created per new unknown person, and
+        person.unknown_seen when an unknown person's count reaches a multiple of N. Only the types
+        someone subscribed to are built (the default /analyze path does nothing here)."""
+        hooks, every = self.webhooks, self.settings.webhooks.unknown_seen_every
+        seen_counts = {}
+        if hooks.wants("person.unknown_seen") and counts:
+            seen_counts = await self.repo.unknown_counts(w.tx, [p for p in counts if p not in created])
+        announced = set()
+        for r in results:
+            if r.person_id is None:
+                continue
+            data = {"person_id": r.person_id}
+            if r.kind == "known" and hooks.wants("person.known_seen"):
+                w.events.append(Event("person.known_seen", {**data, "person_name": r.person_name,
+                                                            "similarity": round(r.similarity, 4), "face": face_data(r.face)}))
+            elif r.person_id in created and r.person_id not in announced and hooks.wants("person.unknown_created"):
+                announced.add(r.person_id)
+                w.events.append(Event("person.unknown_created", {**data, "face": face_data(r.face)}))
+            elif r.person_id in seen_counts and r.person_id not in announced:
+                n, added = seen_counts[r.person_id], counts[r.person_id]
+                if n // every > (n - added) // every:  # the count passed a multiple of N
+                    announced.add(r.person_id)
+                    w.events.append(Event("person.unknown_seen", {
+                        **data, "detection_count": n, "similarity": None if r.similarity is None else
+                        round(r.similarity, 4), "face": face_data(r.face)}))
 
     async def _search_only(self, faces: list[Face], embs: np.ndarray, threshold: float,
                            candidates: int = 0) -> list[Identified]:
@@ -304,6 +340,7 @@ class IdentityService:
             if promoted:
                 await self.repo.promote_unknown(tx, promoted, person_id)
                 w.gone(promoted)
+                w.events.append(_merged_event(person_id, promoted, "known", "register"))
             w.put(person_id, "known", template, name)
         return Registered(person_id, created, samples, promoted, similarity)
 
@@ -368,6 +405,7 @@ class IdentityService:
             await self.repo.promote_unknown(tx, person_id, target)
             w.gone(person_id)
             w.put(target, "known", template, name)
+            w.events.append(_merged_event(target, person_id, "known", "named"))
         return target
 
     async def merge(self, person_id: str, into: str) -> Merged:
@@ -400,6 +438,7 @@ class IdentityService:
                                                max(src[4], dst[4]), int(src[2]), now)
                 w.put(target, "unknown", template)
             w.gone(source)
+            w.events.append(_merged_event(target, source, kinds[target], "merge"))
         return Merged(target, source, kinds[target])
 
     async def delete_sample(self, person_id: str, sample_id: int) -> int:
@@ -425,6 +464,7 @@ class IdentityService:
             if n == 0:
                 raise NotFound(f"no person {person_id}")
             w.gone(person_id)
+            w.events.append(Event("person.deleted", {"person_id": person_id, "reason": "deleted"}))
         return n
 
     # -- /verify -----------------------------------------------------------------------------
@@ -433,6 +473,13 @@ class IdentityService:
         if found is None:
             raise NotFound(f"no person {person_id}")
         return found
+
+
+def _merged_event(survivor: str, merged: str, identity: str, reason: str) -> Event:
+    """person.merged: `merged_id` no longer exists, its history is `person_id`'s. Reasons: merge
+    (POST /persons/{id}/merge), register (a registered face was that unknown person), named
+    (PATCH gave an unknown person a name: it is known now, under a new id)."""
+    return Event("person.merged", {"person_id": survivor, "merged_id": merged, "identity": identity, "reason": reason})
 
 
 def clean_name(raw: str | None) -> str:

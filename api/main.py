@@ -19,8 +19,9 @@ from api.errors import DatabaseUnavailable, api_error_response
 from api.identity import IdentityService
 from api.inference import InferenceClient
 from api.repository import Repository, utcnow
-from api.routes import analyze, health, persons, register, stats, verify
+from api.routes import analyze, health, persons, register, stats, verify, webhooks
 from api.routes.common import Services
+from api.webhooks import Deliverer, Webhooks
 from core.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger("api")
@@ -98,12 +99,15 @@ async def _maintain(app: FastAPI, s: Services, ready: bool, stopping: asyncio.Ev
                 log.info("database ready; gallery holds %d people", len(s.identity.gallery))
             else:
                 await s.identity.sync()
+            await s.webhooks.refresh()  # which event types anyone subscribed to
             if time.monotonic() >= next_model_check:
                 await s.identity.refresh_model(s.inference)
                 next_model_check = time.monotonic() + 30
             days = s.settings.server.retention_days
             if ready and days > 0 and time.monotonic() >= next_purge:
-                purged = await s.repo.purge_unknown_before(utcnow() - dt.timedelta(days=days))
+                purged = await s.repo.purge_unknown_before(
+                    utcnow() - dt.timedelta(days=days),
+                    on_purged=lambda tx, ids: s.webhooks.deleted(tx, ids, "retention"))
                 next_purge = time.monotonic() + 3600
                 if purged:
                     log.info("retention: purged %d unknown people", len(purged))
@@ -122,33 +126,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         repo = Repository(settings)
-        s = Services(settings, InferenceClient(settings.triton), repo, IdentityService(repo, settings))
+        s = Services(settings, InferenceClient(settings.triton), repo, IdentityService(repo, settings),
+                     Webhooks(repo, settings.webhooks))
+        s.identity.webhooks = s.webhooks
         app.state.services = s
         app.state.db_ready = False
         try:
             await repo.start()
             await s.identity.load()
+            await s.webhooks.refresh()
             app.state.db_ready = True
         except DatabaseUnavailable:
             log.warning("database unavailable at start-up; retrying in the background")
         with contextlib.suppress(Exception):  # Triton may come later; the loop retries
             await s.identity.refresh_model(s.inference)
         stopping = asyncio.Event()
-        task = asyncio.create_task(_maintain(app, s, app.state.db_ready, stopping))
+        tasks = [asyncio.create_task(_maintain(app, s, app.state.db_ready, stopping))]
+        if settings.webhooks.delivery_enabled:
+            tasks.append(asyncio.create_task(Deliverer(repo, s.webhooks, settings.webhooks).run(stopping)))
         try:
             yield
         finally:
             stopping.set()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await s.inference.close()
             await repo.close()
 
     app = FastAPI(title="Face Analytics API", version="1.0.0", description=DESCRIPTION,
                   lifespan=lifespan)
     errors.install(app)
-    for module in (analyze, register, verify, stats, health, persons):
+    for module in (analyze, register, verify, stats, health, persons, webhooks):
         app.include_router(module.router)
 
     # the web console: static files only; it sends the API key itself (see api/ui/app.js)

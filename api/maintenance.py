@@ -34,10 +34,14 @@ from core.settings import Settings, get_settings
 
 
 async def purge(settings: Settings, days: int) -> list[str]:
+    from api.webhooks import Webhooks
+
     repo = Repository(settings)
     await repo.start()
+    hooks = Webhooks(repo, settings.webhooks)  # no cache here: the subscriptions are read in the transaction
     try:
-        return await repo.purge_unknown_before(utcnow() - dt.timedelta(days=days))
+        return await repo.purge_unknown_before(utcnow() - dt.timedelta(days=days),
+                                               on_purged=lambda tx, ids: hooks.deleted(tx, ids, "retention"))
     finally:
         await repo.close()
 

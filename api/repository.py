@@ -697,13 +697,16 @@ class Repository:
             await tx.execute("INSERT INTO api_keys (key_hash, label, created_at) VALUES (%s, %s, %s)",
                              (digest, label, utcnow()))
 
-    async def purge_unknown_before(self, cutoff: dt.datetime) -> list[str]:
+    async def purge_unknown_before(self, cutoff: dt.datetime, on_purged=None) -> list[str]:
+        """`on_purged(tx, ids)`: awaited inside the transaction (the webhook events of the purge)."""
         async with self.transaction(locked=True) as tx:
             ids = [r[0] for r in await tx.fetchall(
                 "SELECT person_id FROM unknown_faces WHERE last_seen < %s", (cutoff,))]
             for pid in ids:
                 await self.delete_person(tx, pid)
             await self.log_change(tx, ids, utcnow())
+            if ids and on_purged is not None:
+                await on_purged(tx, ids)
         return ids
 
     # -- gallery export and import (api.gallery_transfer) -----------------------------------
@@ -726,3 +729,102 @@ class Repository:
             "INSERT INTO unknown_faces (person_id, embedding, face_crop, detection_count, first_seen, last_seen,"
             " model_name, model_version, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (person_id, embedding, crop, detection_count, first_seen, last_seen, model[0], model[1], created_at, now))
+
+    # -- webhooks (api.webhooks) ---------------------------------------------------------------
+    async def subscribed_event_types(self) -> set[str]:
+        """Every event type some subscription wants ("*" included as such)."""
+        async with self.transaction() as tx:
+            rows = await tx.fetchall("SELECT events FROM webhook_subscriptions")
+        return {e for (events,) in rows for e in events.split(",") if e}
+
+    async def subscriptions_for_events(self, tx: Tx) -> list[tuple[int, str]]:
+        """(id, comma list of event types) of every subscription, inside the event's transaction."""
+        return [(int(r[0]), r[1]) for r in await tx.fetchall("SELECT id, events FROM webhook_subscriptions")]
+
+    async def queue_deliveries(self, tx: Tx, rows: Sequence[tuple]) -> None:
+        """rows: (subscription_id, event_id, event_type, payload json, now)."""
+        await tx.executemany(
+            "INSERT INTO webhook_outbox (subscription_id, event_id, event_type, payload, state, attempts,"
+            " next_attempt_at, created_at) VALUES (%s, %s, %s, %s, 'pending', 0, %s, %s)",
+            [(s, e, t, p, now, now) for s, e, t, p, now in rows])
+
+    async def unknown_counts(self, tx: Tx, person_ids: Sequence[str]) -> dict[str, int]:
+        if not person_ids:
+            return {}
+        marks = ", ".join(["%s"] * len(person_ids))
+        return {r[0]: int(r[1]) for r in await tx.fetchall(
+            f"SELECT person_id, detection_count FROM unknown_faces WHERE person_id IN ({marks})", list(person_ids))}
+
+    async def add_subscription(self, url: str, secret: str, events: str, description: str | None) -> tuple:
+        now = utcnow()
+        async with self.transaction() as tx:
+            await tx.execute("INSERT INTO webhook_subscriptions (url, secret, events, description, created_at)"
+                             " VALUES (%s, %s, %s, %s, %s)", (url, secret, events, description, now))
+            sid = tx.lastrowid
+        return sid, now
+
+    async def list_subscriptions(self) -> list[tuple]:
+        """(id, url, events, description, created_at, pending, delivered, failed, last_error); no secrets."""
+        async with self.transaction() as tx:
+            subs = await tx.fetchall("SELECT id, url, events, description, created_at FROM webhook_subscriptions"
+                                     " ORDER BY id")
+            counts = await tx.fetchall("SELECT subscription_id, state, COUNT(*) FROM webhook_outbox"
+                                       " GROUP BY subscription_id, state")
+            errors = await tx.fetchall(
+                "SELECT o.subscription_id, o.last_error FROM webhook_outbox o WHERE o.id IN"
+                " (SELECT MAX(id) FROM webhook_outbox WHERE last_error IS NOT NULL GROUP BY subscription_id)")
+        by = {(int(s), st): int(n) for s, st, n in counts}
+        last = {int(s): e for s, e in errors}
+        return [(int(r[0]), r[1], r[2], r[3], r[4], by.get((int(r[0]), "pending"), 0),
+                 by.get((int(r[0]), "delivered"), 0), by.get((int(r[0]), "failed"), 0), last.get(int(r[0])))
+                for r in subs]
+
+    async def delete_subscription(self, sid: int) -> bool:
+        async with self.transaction() as tx:
+            n = await tx.execute("DELETE FROM webhook_subscriptions WHERE id = %s", (sid,))
+            await tx.execute("DELETE FROM webhook_outbox WHERE subscription_id = %s AND state = 'pending'", (sid,))
+        return n > 0
+
+    async def claim_deliveries(self, claim: str, now: dt.datetime, lease_until: dt.datetime,
+                               limit: int) -> list[tuple]:
+        """Take up to `limit` due deliveries for this worker: one statement marks them with `claim`
+        and moves them out of reach until `lease_until`, so no two workers send the same one at
+        once, and one whose worker died is due again after the lease.
+        Returns (id, event_id, event_type, payload, attempts, url, secret); url None: no subscription."""
+        async with self.transaction() as tx:
+            if self.dialect == "mysql":
+                await tx.execute("UPDATE webhook_outbox SET claim = %s, next_attempt_at = %s WHERE state = 'pending'"
+                                 " AND next_attempt_at <= %s ORDER BY id LIMIT %s", (claim, lease_until, now, limit))
+            else:
+                await tx.execute("UPDATE webhook_outbox SET claim = %s, next_attempt_at = %s WHERE id IN"
+                                 " (SELECT id FROM webhook_outbox WHERE state = 'pending' AND next_attempt_at <= %s"
+                                 " ORDER BY id LIMIT %s)", (claim, lease_until, now, limit))
+            rows = await tx.fetchall(
+                "SELECT o.id, o.event_id, o.event_type, o.payload, o.attempts, s.url, s.secret FROM webhook_outbox o"
+                " LEFT JOIN webhook_subscriptions s ON s.id = o.subscription_id"
+                " WHERE o.claim = %s AND o.state = 'pending' ORDER BY o.id", (claim,))
+        return [tuple(r) for r in rows]
+
+    async def finish_deliveries(self, rows: Sequence[tuple]) -> None:
+        """rows: (id, claim, state, attempts, next_attempt_at, last_status, last_error, finished_at);
+        only rows still held under this claim are changed. A success keeps the last error on record."""
+        async with self.transaction() as tx:
+            for oid, claim, state, attempts, next_at, status, error, finished in rows:
+                await tx.execute(
+                    "UPDATE webhook_outbox SET state = %s, attempts = %s, next_attempt_at = %s, last_status = %s,"
+                    " last_error = COALESCE(%s, last_error), finished_at = %s, claim = NULL"
+                    " WHERE id = %s AND claim = %s",
+                    (state, attempts, next_at, status, error, finished, oid, claim))
+
+    async def prune_deliveries(self, before: dt.datetime) -> int:
+        async with self.transaction() as tx:
+            return await tx.execute("DELETE FROM webhook_outbox WHERE state <> 'pending' AND finished_at < %s",
+                                    (before,))
+
+    async def deliveries(self, sid: int, limit: int = 50) -> list[tuple]:
+        """The latest outbox rows of a subscription: (id, event_id, event_type, state, attempts,
+        last_status, last_error, created_at, finished_at)."""
+        async with self.transaction() as tx:
+            return [tuple(r) for r in await tx.fetchall(
+                "SELECT id, event_id, event_type, state, attempts, last_status, last_error, created_at, finished_at"
+                " FROM webhook_outbox WHERE subscription_id = %s ORDER BY id DESC LIMIT %s", (sid, limit))]

@@ -285,3 +285,71 @@ class VerifyResponse(BaseModel):
     face2: VerifyFace | None = Field(None, description="null when compared with a person_id")
     person_id: str | None = None
     person_name: str | None = None
+
+
+# -- webhooks -------------------------------------------------------------------------------
+WEBHOOK_EVENTS_HELP = ('event types: person.known_seen, person.unknown_created, person.unknown_seen (every '
+                       'FA_WEBHOOK_UNKNOWN_SEEN_EVERY-th sighting), person.merged, person.deleted; or "*" for all')
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "url": "https://hooks.example.com/face-analytics", "events": ["person.known_seen", "person.unknown_created"],
+        "description": "front door"}})
+    url: str = Field(min_length=8, max_length=2048, description="http(s) URL that receives the POSTs")
+    events: list[str] = Field(min_length=1, max_length=10, description=WEBHOOK_EVENTS_HELP)
+    secret: str | None = Field(None, min_length=16, max_length=64,
+                               description="HMAC-SHA256 key; generated when absent (then shown once, in the answer)")
+    description: str | None = Field(None, max_length=100)
+
+
+class DeliveryCounts(BaseModel):
+    pending: int = 0
+    delivered: int = 0
+    failed: int = 0
+
+
+class Webhook(BaseModel):
+    id: int
+    url: str
+    events: list[str]
+    description: str | None = None
+    created_at: datetime
+    deliveries: DeliveryCounts | None = None
+    last_error: str | None = Field(None, description="of the latest failed attempt: an HTTP status or the "
+                                                     "kind of connection error")
+
+
+class WebhookCreated(Webhook):
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "success": True, "id": 1, "url": "https://hooks.example.com/face-analytics",
+        "events": ["person.known_seen", "person.unknown_created"], "description": "front door",
+        "created_at": "2023-12-21T12:00:00", "secret": "whsec_Vx3l9kS0c2N5...", "deliveries": None}})
+    success: bool = True
+    secret: str = Field(description="keep it: it is never shown again. Verify each delivery's X-FA-Signature with it")
+
+
+class WebhookList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"success": True, "webhooks": [{
+        "id": 1, "url": "https://hooks.example.com/face-analytics", "events": ["*"], "description": None,
+        "created_at": "2023-12-21T12:00:00", "deliveries": {"pending": 0, "delivered": 42, "failed": 1},
+        "last_error": "HTTP 500"}]}})
+    success: bool = True
+    webhooks: list[Webhook]
+
+
+class WebhookDelivery(BaseModel):
+    id: int
+    event_id: str
+    event_type: str
+    state: str = Field(description="pending, delivered or failed (after FA_WEBHOOK_MAX_ATTEMPTS)")
+    attempts: int
+    last_status: int | None = None
+    last_error: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class WebhookDeliveries(BaseModel):
+    success: bool = True
+    deliveries: list[WebhookDelivery] = Field(description="the latest 50, newest first")

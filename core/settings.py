@@ -180,6 +180,26 @@ class RequestLimitSettings(_Group):
     batch_max_images: int = Field(16, ge=1, le=256)
 
 
+class WebhookSettings(_Group):
+    """Events (person.known_seen, ...) to subscribers' URLs: written to an outbox in the transaction
+    of the identity change, delivered by a background task of every API worker, signed with
+    HMAC-SHA256, retried with exponential backoff until max_attempts (at least once)."""
+
+    model_config = SettingsConfigDict(env_prefix="FA_WEBHOOK_", extra="ignore")
+    delivery_enabled: bool = True  # the delivery task in the API lifespan (events are queued either way)
+    # person.unknown_seen fires when an unknown person's detection count reaches a multiple of this
+    unknown_seen_every: int = Field(10, ge=1)
+    timeout_s: float = 5.0  # per delivery attempt
+    max_attempts: int = Field(12, ge=1)  # then the delivery is marked failed (GET /webhooks shows it)
+    backoff_base_s: float = 2.0  # retry k waits base * 2^(k-1), +-20% jitter, at most backoff_max_s
+    backoff_max_s: float = 900.0
+    poll_interval_s: float = 1.0  # how often the outbox is looked at when nothing wakes the task
+    batch: int = Field(16, ge=1, le=256)  # deliveries claimed and sent concurrently per round
+    # a claimed delivery whose worker died is due again after this (hence at least once)
+    lease_s: float = 60.0
+    keep_delivered_days: int = 7  # delivered and failed outbox rows are deleted after this
+
+
 class AuthSettings(_Group):
     model_config = SettingsConfigDict(env_prefix="FA_AUTH_", extra="ignore")
     enabled: bool = False
@@ -240,6 +260,7 @@ class Settings(_Group):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     limits: RequestLimitSettings = Field(default_factory=RequestLimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)

@@ -16,6 +16,8 @@ TYPES = {
         "bigblob": "LONGBLOB",
         "ts": "DATETIME(6)",
         "text": "VARCHAR(64)",
+        "url": "VARCHAR(2048) CHARACTER SET utf8mb4",
+        "longtext": "MEDIUMTEXT CHARACTER SET utf8mb4",
         "engine": " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     },
     "sqlite": {
@@ -26,6 +28,8 @@ TYPES = {
         "bigblob": "BLOB",
         "ts": "TEXT",
         "text": "TEXT",
+        "url": "TEXT",
+        "longtext": "TEXT",
         "engine": "",
     },
 }
@@ -102,6 +106,36 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             label {text},
             created_at {ts} NOT NULL
         ){engine}""",
+    ]),
+    (2, [
+        # webhooks: subscriptions, and the outbox written in the transaction of each identity change
+        # (one row per event and subscription), emptied by the delivery task of the API workers
+        """CREATE TABLE webhook_subscriptions (
+            id {pk},
+            url {url} NOT NULL,
+            secret {text} NOT NULL,
+            events {url} NOT NULL,
+            description {name},
+            created_at {ts} NOT NULL
+        ){engine}""",
+        """CREATE TABLE webhook_outbox (
+            id {pk},
+            subscription_id BIGINT NOT NULL,
+            event_id {id} NOT NULL,
+            event_type {text} NOT NULL,
+            payload {longtext} NOT NULL,
+            state {text} NOT NULL,
+            claim {id},
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at {ts} NOT NULL,
+            last_status INTEGER,
+            last_error {text},
+            created_at {ts} NOT NULL,
+            finished_at {ts}
+        ){engine}""",
+        "CREATE INDEX ix_webhook_outbox_due ON webhook_outbox (state, next_attempt_at)",
+        "CREATE INDEX ix_webhook_outbox_claim ON webhook_outbox (claim)",
+        "CREATE INDEX ix_webhook_outbox_subscription ON webhook_outbox (subscription_id, state)",
     ]),
 ]
 

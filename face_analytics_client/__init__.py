@@ -6,6 +6,7 @@ from face_analytics_client.client import (
     NO_RETRY, AsyncFaceAnalyticsClient, FaceAnalyticsClient, Retry,
 )
 from face_analytics_client.errors import ApiError, ConnectionFailed, FaceAnalyticsError
+from face_analytics_client.webhooks import verify_signature
 from face_analytics_client.models import (
     Analysis, BatchAnalysis, BatchItemError, BBox, Bucket, Candidate, Changed, DetectionSeries, Face, FaceQuality, Health, Merged, Person, PersonsPage,
     Registration, Sample, SampleDeleted, SamplesPage, Sighting, SightingsPage, Stats, TopUnknown,
@@ -14,7 +15,7 @@ from face_analytics_client.models import (
 
 __all__ = [
     "FaceAnalyticsClient", "AsyncFaceAnalyticsClient", "Retry", "NO_RETRY",
-    "FaceAnalyticsError", "ApiError", "ConnectionFailed",
+    "FaceAnalyticsError", "ApiError", "ConnectionFailed", "verify_signature",
     "Analysis", "BatchAnalysis", "BatchItemError", "BBox", "Bucket", "Candidate", "Changed", "DetectionSeries", "Face", "FaceQuality", "Health", "Person",
     "PersonsPage", "Registration", "Stats", "TopUnknown", "Merged", "Sample", "SampleDeleted",
     "SamplesPage", "Sighting", "SightingsPage", "Verification", "VerifyFace",

@@ -10,6 +10,7 @@ from api.identity import IdentityService
 from api.inference import InferenceClient
 from api.repository import Repository
 from api.schemas import BBox
+from api.webhooks import Webhooks
 from core.settings import Settings
 
 
@@ -19,6 +20,7 @@ class Services:
     inference: InferenceClient
     repo: Repository
     identity: IdentityService
+    webhooks: Webhooks | None = None
 
 
 def services(request: Request) -> Services:
