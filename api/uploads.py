@@ -43,8 +43,7 @@ async def read_image(upload: UploadFile, limits: UploadSettings) -> bytes:
             raise PayloadTooLarge(f"the file is larger than the limit of {limits.max_bytes} bytes")
         chunks.append(chunk)
     data = b"".join(chunks)
-    check = functools.partial(check_header, data, limits.max_pixels, limits.min_side,
-                              limits.max_jpeg_scans, limits.max_decode_bytes)
+    check = functools.partial(check_header, data, **limits.decode_limits().kwargs())
     try:
         await anyio.to_thread.run_sync(check, limiter=_limiter(limits.check_threads))  # no pixel decoded
     except UnsupportedImageType as exc:

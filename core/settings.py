@@ -14,6 +14,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline import limits as decode
+from pipeline.limits import DecodeLimits
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # the shared photos (../shared/data/MANIFEST.md): tests, evaluation and benchmarks read them in place
 SHARED_DATA = (PROJECT_ROOT / ".." / "shared" / "data").resolve()
@@ -120,14 +123,19 @@ class MatchingSettings(_Group):
 class UploadSettings(_Group):
     model_config = SettingsConfigDict(env_prefix="FA_UPLOAD_", extra="ignore")
     max_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_pixels: int = decode.MAX_PIXELS
     min_side: int = 16
     # progressive/multi-scan JPEGs: each scan is a pass over the whole image (libjpeg-turbo #284)
-    max_jpeg_scans: int = 64
+    max_jpeg_scans: int = decode.MAX_JPEG_SCANS
     # estimated peak memory of one decode (pixels, RGB copy, JPEG coefficient buffer)
-    max_decode_bytes: int = 320_000_000
+    max_decode_bytes: int = decode.MAX_DECODE_BYTES
     # header checks run in threads; at most this many at once per worker
     check_threads: int = 4
+
+    def decode_limits(self) -> DecodeLimits:
+        """The decode caps, as the API checks them and as `export publish` writes them into
+        face_pipeline's config for Triton to enforce."""
+        return DecodeLimits(self.max_pixels, self.min_side, self.max_jpeg_scans, self.max_decode_bytes)
 
 
 class UrlFetchSettings(_Group):

@@ -54,7 +54,7 @@ def cmd_publish(args, settings) -> int:
     tuning = triton_config.Tuning(min_face_size=args.min_face_size) if args.tensorrt is None else \
         triton_config.Tuning(tensorrt=args.tensorrt, min_face_size=args.min_face_size)
     published = publish.write_repository(Registry(settings), repo, target=args.target or settings.triton.target,
-                                         tuning=tuning, max_pixels=settings.upload.max_pixels,
+                                         tuning=tuning, decode=settings.upload.decode_limits(),
                                          progress=_progress)
     _progress(f"repository written: {repo}")
     if not args.no_load:
@@ -107,7 +107,8 @@ def cmd_evaluate(args, settings) -> int:
         overrides = {name: int(version)}
         with tempfile.TemporaryDirectory() as tmp:
             repo = Path(tmp) / "repo"
-            publish.write_repository(registry, repo, versions=overrides, progress=_progress)
+            publish.write_repository(registry, repo, versions=overrides, decode=settings.upload.decode_limits(),
+                                     progress=_progress)
             with serving(repo, Path(tmp) / "triton") as server:
                 triton = settings.triton.model_copy(update={"grpc_url": server.grpc_url})
                 result = asyncio.run(evaluate.evaluate(settings.model_copy(update={"triton": triton}),

@@ -24,9 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.settings import UploadSettings
 from export import triton_config as tc
 from export.registry import Registry, VersionInfo, sha256_file
 from pipeline import contract as C
+from pipeline.limits import DecodeLimits
 
 PROJECT = Path(__file__).resolve().parent.parent
 ONNX_RUNNER = PROJECT / "triton_models" / "onnx_runner" / "model.py"
@@ -81,7 +83,7 @@ def _write_model_version(registry: Registry, info: VersionInfo, model_dir: Path,
     return True
 
 
-def _write_pipeline(repo: Path, tuning: tc.Tuning, max_pixels: int) -> None:
+def _write_pipeline(repo: Path, tuning: tc.Tuning, decode: DecodeLimits) -> None:
     model_dir = repo / C.PIPELINE
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=".tmp-"))
@@ -97,14 +99,15 @@ def _write_pipeline(repo: Path, tuning: tc.Tuning, max_pixels: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         staging.rename(final)
-    _write_atomic(model_dir / "config.pbtxt", tc.to_pbtxt(tc.pipeline_config(tuning, max_pixels)))
+    _write_atomic(model_dir / "config.pbtxt", tc.to_pbtxt(tc.pipeline_config(tuning, decode)))
 
 
 def write_repository(registry: Registry, repo: Path, target: str = "cpu",
-                     tuning: tc.Tuning = tc.Tuning(), max_pixels: int = 40_000_000,
+                     tuning: tc.Tuning = tc.Tuning(), decode: DecodeLimits | None = None,
                      progress: Callable[[str], None] = print,
                      versions: dict[str, int] | None = None) -> list[Published]:
-    """Write @production (or the given `versions`, e.g. a candidate under evaluation)."""
+    """Write @production (or the given `versions`, e.g. a candidate under evaluation). `decode`:
+    the caps face_pipeline decodes under, by default the API's own (FA_UPLOAD_* settings)."""
     if target not in tc.TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {tc.TARGETS}")
     repo.mkdir(parents=True, exist_ok=True)
@@ -124,7 +127,7 @@ def write_repository(registry: Registry, repo: Path, target: str = "cpu",
         progress(f"{name}: version {info.version} {'written' if changed else 'already in place'}")
         published.append(Published(name, info.version, changed))
         record["models"][name] = info.provenance()
-    _write_pipeline(repo, tuning, max_pixels)
+    _write_pipeline(repo, tuning, decode or UploadSettings().decode_limits())
     # the python backend writes __pycache__ on first load, which a polling server sees as a
     # change and reloads; compiling up front avoids that double load
     compileall.compile_dir(str(repo), quiet=1)

@@ -20,6 +20,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from pipeline import contract as C
 from pipeline.detect import SCORE_THRESHOLD, TILE
+from pipeline.limits import DecodeLimits
 
 TARGETS = ("cpu", "gpu")
 
@@ -178,7 +179,9 @@ def multitask_config(target: str, version: int, provenance: dict, t: Tuning = Tu
         t, provenance, int8)
 
 
-def pipeline_config(t: Tuning = Tuning(), max_pixels: int = 40_000_000) -> pb.ModelConfig:
+def pipeline_config(t: Tuning = Tuning(), decode: DecodeLimits = DecodeLimits()) -> pb.ModelConfig:
+    """`decode`: the API's upload limits (UploadSettings.decode_limits()), enforced again by the
+    pipeline when it decodes."""
     cfg = pb.ModelConfig(name=C.PIPELINE, backend="python", max_batch_size=t.pipeline_max_batch)
     cfg.input.extend([
         pb.ModelInput(name=C.PL_IMAGE, data_type=BYTES, dims=[1]),
@@ -202,10 +205,11 @@ def pipeline_config(t: Tuning = Tuning(), max_pixels: int = 40_000_000) -> pb.Mo
     _params(cfg, {
         "detector_model": C.DETECTOR, "multitask_model": C.MULTITASK,
         "detector_size": t.detector_size, "score_threshold": t.score_threshold,
-        "max_pixels": max_pixels, "multitask_max_batch": t.multitask_max_batch,
+        "multitask_max_batch": t.multitask_max_batch,
         "min_face_size": t.min_face_size, "tile_size": t.tile_size,
         "detector_request_batch": min(t.detector_request_batch, t.detector_max_batch),
         "detector_requests_in_flight": t.detector_requests_in_flight,
+        **decode.params(),
     })
     return cfg
 

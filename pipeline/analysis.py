@@ -20,6 +20,7 @@ from pipeline.contract import DETECTOR_SIZE
 from pipeline.decode import decode_reduced
 from pipeline.detect import (MIN_FACE_SIZE, SCORE_THRESHOLD, TILE, Window, merge, plan, reduction,
                              window_faces, window_inputs)
+from pipeline.limits import DecodeLimits
 
 
 @dataclass
@@ -39,19 +40,20 @@ class Photo:
         return round(w * self.fx), round(h * self.fy)
 
 
-def open_photo(data: bytes, max_pixels: int = 40_000_000, min_face_size: int = 0, max_faces: int = 0,
+def open_photo(data: bytes, limits: DecodeLimits = DecodeLimits(), min_face_size: int = 0, max_faces: int = 0,
                promise: int = MIN_FACE_SIZE, size: int = DETECTOR_SIZE, tile: int = TILE) -> Photo:
     """Decode and plan. The detection covers faces down to `promise` pixels (the service's
     documented minimum) or to the request's `min_face_size` when that is larger: a larger minimum
     lets a JPEG be decoded smaller and the detector see less of it. `promise` 0: the one 480 px
     letterbox pass whatever the photo's size, as before the plan existed (faces narrower than
     about 1/20 of the long side are missed)."""
+    caps = limits.kwargs()
     if promise <= 0 and min_face_size <= 0:
-        rgb = decode_reduced(data, max_pixels)[0]
+        rgb = decode_reduced(data, **caps)[0]
         h, w = rgb.shape[:2]
         return Photo(rgb, 1.0, 1.0, plan(w, h, math.inf, size, tile), min_face_size, max_faces)
     target = max(promise, min_face_size)
-    rgb, fx, fy = decode_reduced(data, max_pixels, reduction=lambda w, h: reduction(w, h, target, size))
+    rgb, fx, fy = decode_reduced(data, reduction=lambda w, h: reduction(w, h, target, size), **caps)
     h, w = rgb.shape[:2]
     return Photo(rgb, fx, fy, plan(w, h, target / fx, size, tile), min_face_size, max_faces)
 

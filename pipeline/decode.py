@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.limits import MAX_DECODE_BYTES, MAX_HEADER_ITEMS, MAX_JPEG_SCANS, MAX_PIXELS, DecodeLimits  # noqa: F401
+
 # We enforce our own pixel limit below; Pillow's bomb check would fire at a different size.
 Image.MAX_IMAGE_PIXELS = None
 
@@ -37,16 +39,6 @@ SUPPORTED = ("jpeg", "png", "webp", "bmp", "tiff", "gif")
 PIL_FORMATS = {"jpeg": ["JPEG"], "png": ["PNG"], "gif": ["GIF"], "bmp": ["BMP"], "tiff": ["TIFF"],
                "webp": ["WEBP"]}
 
-MAX_PIXELS = 40_000_000
-# A progressive JPEG from libjpeg has 10 scans, mozjpeg's optimised ones a few more; each scan
-# is a pass over the whole coefficient buffer, so thousands of them cost minutes (libjpeg-turbo #284).
-MAX_JPEG_SCANS = 64
-# JPEG segments, PNG ancillary chunks, GIF extension blocks, TIFF tags: real photos have tens.
-MAX_HEADER_ITEMS = 512
-# Memory one decode may need (decoded pixels, RGB output, progressive coefficient buffer):
-# 8 bytes a pixel at the 40 MP limit, so every ordinary photo fits and only the costly
-# layouts (progressive JPEG coefficients, 32-bit channels at full size) are refused.
-MAX_DECODE_BYTES = 320_000_000
 STRIP_ROWS = 256  # conversions to RGB work in strips of rows: no full-size intermediate copies
 
 

@@ -245,10 +245,11 @@ def test_the_published_pipeline_is_readable_by_another_uid(tmp_path):
     import stat
 
     from export import publish, triton_config
+    from pipeline.limits import DecodeLimits
 
     old = os.umask(0o077)  # even under a strict umask
     try:
-        publish._write_pipeline(tmp_path, triton_config.Tuning(), 1000)
+        publish._write_pipeline(tmp_path, triton_config.Tuning(), DecodeLimits(max_pixels=1000))
     finally:
         os.umask(old)
     version = tmp_path / "face_pipeline" / "1"

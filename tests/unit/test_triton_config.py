@@ -102,3 +102,15 @@ def test_every_queue_is_bounded_and_drops_requests_that_waited_too_long():
         assert 0 < policy.max_queue_size <= 256, cfg.name
         assert 0 < policy.default_timeout_microseconds <= 30_000_000, cfg.name
         assert policy.timeout_action == pb.ModelQueuePolicy.REJECT and policy.allow_timeout_override
+
+
+def test_pipeline_config_carries_the_api_decode_caps():
+    """face_pipeline reads its decode caps back from the parameters the API's settings wrote."""
+    from core.settings import UploadSettings
+    from pipeline.limits import DecodeLimits
+
+    limits = UploadSettings(max_pixels=1_000_000, max_jpeg_scans=4, max_decode_bytes=50_000_000,
+                            min_side=20).decode_limits()
+    cfg = tc.parse_pbtxt(tc.to_pbtxt(tc.pipeline_config(decode=limits)))
+    params = {k: v.string_value for k, v in cfg.parameters.items()}
+    assert DecodeLimits.from_params(params) == limits == DecodeLimits(1_000_000, 20, 4, 50_000_000)

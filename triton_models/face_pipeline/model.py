@@ -29,6 +29,7 @@ from pipeline import contract as C  # noqa: E402
 from pipeline.analysis import collect, detector_batches, faces, open_photo  # noqa: E402
 from pipeline.decode import ImageDecodeError  # noqa: E402
 from pipeline.detect import SCORE_THRESHOLD, TILE  # noqa: E402
+from pipeline.limits import DecodeLimits  # noqa: E402
 
 
 def _optional_int(request, name):
@@ -80,7 +81,8 @@ class TritonPythonModel:
         self.multitask = params.get("multitask_model", C.MULTITASK)
         self.size = int(params.get("detector_size", C.DETECTOR_SIZE))
         self.score_threshold = float(params.get("score_threshold", SCORE_THRESHOLD))
-        self.max_pixels = int(params.get("max_pixels", "40000000"))
+        # the API's upload limits, written here by `export publish` (one setting, two enforcers)
+        self.decode_limits = DecodeLimits.from_params(params)
         self.multitask_batch = int(params.get("multitask_max_batch", "32"))
         # the documented smallest face (px of the original photo) the detection plan covers
         self.min_face = int(params.get("min_face_size", "0"))
@@ -103,7 +105,7 @@ class TritonPythonModel:
                 continue
             data = pb_utils.get_input_tensor_by_name(request, C.PL_IMAGE).as_numpy().reshape(-1)[0]
             try:
-                photo = open_photo(bytes(data), self.max_pixels,
+                photo = open_photo(bytes(data), self.decode_limits,
                                    min_face_size=_optional_int(request, C.PL_MIN_FACE_SIZE),
                                    max_faces=_optional_int(request, C.PL_MAX_FACES),
                                    promise=self.min_face, size=self.size, tile=self.tile)
