@@ -120,6 +120,12 @@ class Overloaded(ApiError):
     retry_after = 1
 
 
+class ClientGone(ApiError):
+    """The client disconnected before its answer was ready (nginx's 499; nobody receives it)."""
+
+    status, code = 499, "client_closed_request"
+
+
 class InferenceUnavailable(ApiError):
     status, code = 503, "inference_unavailable"
 

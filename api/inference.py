@@ -11,6 +11,7 @@ import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
 from api import metrics
+from api.disconnect import unless_client_gone
 from api.errors import InferenceUnavailable, InvalidImage
 from api.triton_targets import is_multi, replica_addresses
 from core.settings import TritonSettings
@@ -118,9 +119,11 @@ class InferenceClient:
         try:
             # `timeout` (microseconds) is the server-side queue deadline: Triton drops a request
             # still queued when the API has given up on it instead of working on it anyway
-            result = await self.client.infer(self.settings.pipeline_model, inputs, outputs=self.outputs,
-                                             client_timeout=self.settings.timeout_s,
-                                             timeout=int(self.settings.timeout_s * 1e6))
+            # and when the API gives up (client_timeout, or its client disconnected: the call is
+            # cancelled) Triton sees the gRPC call cancelled and face_pipeline stops working on it
+            result = await unless_client_gone(self.client.infer(
+                self.settings.pipeline_model, inputs, outputs=self.outputs,
+                client_timeout=self.settings.timeout_s, timeout=int(self.settings.timeout_s * 1e6)))
         except InferenceServerException as exc:
             message = exc.message() or ""
             if C.INVALID_IMAGE_PREFIX in message:

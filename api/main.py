@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from api import errors, metrics
 from api.admission import Admission
 from api.auth import AuthGate
+from api.disconnect import WatchDisconnect
 from api.errors import DatabaseUnavailable, api_error_response
 from api.identity import IdentityService
 from api.inference import InferenceClient
@@ -171,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Outermost last. Everything that refuses a request (size, key, rate, load) does so from
     # the request line and headers, before the body is read or a thread is spent on it.
+    app.add_middleware(WatchDisconnect)  # inside Admission: only admitted requests are watched
     app.add_middleware(Admission, settings=settings.admission)
     app.add_middleware(AuthGate, auth=settings.auth)
 

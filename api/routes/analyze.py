@@ -10,7 +10,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 
 from api import metrics
-from api.errors import ApiError, InvalidField, MissingField, UnsupportedMediaType
+from api.errors import ApiError, ClientGone, InvalidField, MissingField, UnsupportedMediaType
 from api.face_view import face_out, quality
 from api.image_input import decode_base64_image, image_bytes, is_json, json_body, json_request_body
 from api.inference import Analysis
@@ -121,7 +121,7 @@ async def analyze_batch(request: Request,
         try:
             return await infer(s, item, options)
         except ApiError as exc:
-            if exc.status >= 500:
+            if exc.status >= 500 or isinstance(exc, ClientGone):
                 raise
             return exc
 

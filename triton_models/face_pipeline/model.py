@@ -93,6 +93,8 @@ class TritonPythonModel:
     async def execute(self, requests):
         """Each request succeeds or fails on its own: a corrupt image, a decode that runs out of
         memory, or a sub-model call that fails for the batch never costs the others their answer.
+        A request its client cancelled (the API gave up: timeout or disconnect) stops where it
+        is: it is checked before decoding, before each detector call and before face_multitask.
 
         Invariant (Triton's python backend contract, as in its add_sub and bls examples): exactly
         one response per request, in the order of `requests`; a failed request gets an error
@@ -117,9 +119,14 @@ class TritonPythonModel:
                 continue
             photos.append(photo)
             jobs.append(i)
+        owner = {id(p): requests[i] for p, i in zip(photos, jobs)}
+
+        def gone(photo):
+            return _cancelled(owner[id(photo)])
+
         if jobs:
             try:
-                outs = await self._analyze(photos)
+                outs = await self._analyze(photos, gone)
             except Exception as batch_exc:  # noqa: BLE001 - find the culprit: each request on its own
                 outs = []
                 for photo in photos:
@@ -128,19 +135,22 @@ class TritonPythonModel:
                         outs.append(batch_exc)  # nobody to single out, or retrying adds to the load
                         continue
                     try:
-                        outs.append((await self._analyze([photo]))[0])
+                        outs.append((await self._analyze([photo], gone))[0])
                     except Exception as exc:  # noqa: BLE001
                         outs.append(exc)
             for i, out in zip(jobs, outs):
-                responses[i] = (_error(str(out)) if isinstance(out, Exception)
+                responses[i] = (_error("cancelled by the client", "CANCELLED") if out is None
+                                else _error(str(out)) if isinstance(out, Exception)
                                 else pb_utils.InferenceResponse(output_tensors=out))
         return responses
 
-    async def _detect(self, photos):
+    async def _detect(self, photos, gone):
         """Every window of every photo through the detector: small concurrent requests, at most
-        `det_inflight` built and outstanding at a time (tiles of a 40 MP photo are not all held)."""
+        `det_inflight` built and outstanding at a time (tiles of a 40 MP photo are not all held).
+        Windows of a photo whose request was cancelled are not sent."""
         pending = set()
         failure = None
+        dropped = set()
 
         async def one(batch, owners):
             out = await _bls(self.detector, [pb_utils.Tensor(C.DET_INPUT, batch)], C.DET_OUTPUTS)
@@ -150,6 +160,14 @@ class TritonPythonModel:
             if len(pending) >= self.det_inflight:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 failure = failure or next((t.exception() for t in done if t.exception()), None)
+            for photo in {id(p): p for p, _ in owners}.values():  # one check per photo and call
+                if id(photo) not in dropped and gone(photo):
+                    dropped.add(id(photo))
+            keep = [k for k, (photo, _) in enumerate(owners) if id(photo) not in dropped]
+            if not keep:
+                continue
+            if len(keep) < len(owners):
+                batch, owners = np.ascontiguousarray(batch[keep]), [owners[k] for k in keep]
             pending.add(asyncio.ensure_future(one(batch, owners)))
         if pending:
             done, _ = await asyncio.wait(pending)
@@ -157,10 +175,14 @@ class TritonPythonModel:
         if failure is not None:
             raise failure
 
-    async def _analyze(self, photos):
-        await self._detect(photos)
+    async def _analyze(self, photos, gone):
+        """Outputs per photo, None for a photo whose request was cancelled on the way."""
+        await self._detect(photos, gone)
+        live = [not gone(photo) for photo in photos]
         per_image, chips = [], []
-        for photo in photos:
+        for photo, alive in zip(photos, live):
+            if not alive:
+                continue
             boxes, scores, landmarks, crops = faces(photo, self.score_threshold)
             w, h = photo.size
             per_image.append((boxes, scores, landmarks, crops, w, h))
@@ -185,7 +207,8 @@ class TritonPythonModel:
             out.append(pb_utils.Tensor(C.PL_IMAGE_SIZE, np.array([[w, h]], np.int32)))
             outputs.append(out)
             start = end
-        return outputs
+        it = iter(outputs)
+        return [next(it) if alive else None for alive in live]
 
     async def _multitask(self, chips):
         n = len(chips)
