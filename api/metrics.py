@@ -6,7 +6,7 @@ that /metrics aggregates all workers.
 
 from __future__ import annotations
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest, multiprocess)
 
 REQUESTS = Counter("face_api_requests_total", "HTTP requests", ["endpoint", "method", "status"])
@@ -29,3 +29,6 @@ def render(multiprocess_dir: str | None) -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 REJECTED = Counter("face_api_rejected_total", "requests refused before any work", ["reason"])
+# admission slots held by image requests (a batch holds one per photo); summed over live workers
+ADMISSION_SLOTS = Gauge("face_api_admission_slots_in_use", "admission slots held by image requests",
+                        multiprocess_mode="livesum")

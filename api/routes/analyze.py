@@ -10,6 +10,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 
 from api import metrics
+from api.admission import hold_for_images
 from api.errors import ApiError, ClientGone, InvalidField, MissingField, UnsupportedMediaType
 from api.face_view import face_out, quality
 from api.image_input import decode_base64_image, image_bytes, is_json, json_body, json_request_body
@@ -73,7 +74,9 @@ application/json `{"images": ["<base64>", ...]}`. `results` has one entry per ph
 /analyze response, or `{"success": false, "error", "message"}` for a photo that could not be read.
 The photos go to Triton concurrently, so its dynamic batcher runs them together; each photo's
 identities are then written in its own transaction, in order. If Triton or the database is down,
-the whole request is a 503."""
+the whole request is a 503. A batch takes one of the worker's admission slots per photo, so when
+the service is busy it is refused (503 overloaded, Retry-After) as that many /analyze requests
+would be."""
 
 
 @router.post("/analyze/batch", response_model=BatchResponse, summary="Analyse several photos in one request",
@@ -104,6 +107,9 @@ async def analyze_batch(request: Request,
         raise UnsupportedMediaType('send multipart/form-data parts "files" or application/json {"images": [...]}')
     if len(sources) > limit:
         raise InvalidField(f"at most {limit} images per batch (got {len(sources)})")
+    # one admission slot per image, like as many /analyze requests (503 overloaded if they do not
+    # come in time); a batch larger than the worker's whole share runs that many at a time
+    in_flight = asyncio.Semaphore(await hold_for_images(request.scope, len(sources)))
 
     async def prepare(kind, value) -> bytes | ApiError:
         try:
@@ -119,7 +125,8 @@ async def analyze_batch(request: Request,
         if isinstance(item, ApiError):
             return item
         try:
-            return await infer(s, item, options)
+            async with in_flight:
+                return await infer(s, item, options)
         except ApiError as exc:
             if exc.status >= 500 or isinstance(exc, ClientGone):
                 raise
