@@ -42,8 +42,11 @@ def photos(data: Path = DATA) -> list[Path]:
 
 
 def extract(rev: str, into: Path) -> Path:
-    blob = subprocess.run(["git", "archive", rev, "api", "pipeline", "db", "face_analytics_client"],
-                          cwd=PROJECT_ROOT, capture_output=True, check=True).stdout
+    # core/ exists from c2060b5 on (settings moved there); older revisions have api/settings.py
+    present = set(subprocess.run(["git", "ls-tree", "--name-only", rev], cwd=PROJECT_ROOT, capture_output=True,
+                                 text=True, check=True).stdout.split())
+    wanted = [d for d in ("api", "core", "pipeline", "db", "face_analytics_client") if d in present]
+    blob = subprocess.run(["git", "archive", rev, *wanted], cwd=PROJECT_ROOT, capture_output=True, check=True).stdout
     with tarfile.open(fileobj=BytesIO(blob)) as tar:
         tar.extractall(into, filter="data")
     return into
