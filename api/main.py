@@ -15,13 +15,13 @@ from fastapi.staticfiles import StaticFiles
 from api import errors, metrics
 from api.admission import Admission
 from api.auth import AuthGate
+from api.deps import Services
 from api.disconnect import WatchDisconnect
 from api.errors import DatabaseUnavailable, api_error_response
 from api.identity import IdentityService
 from api.inference import InferenceClient
 from api.repository import Repository, utcnow
 from api.routes import analyze, health, persons, register, stats, verify, webhooks
-from api.routes.common import Services
 from api.webhooks import Deliverer, Webhooks
 from core.settings import PROJECT_ROOT, Settings, get_settings
 
@@ -85,7 +85,7 @@ class BodySizeLimit:
                 await api_error_response(too_large_error)(scope, receive, send)
 
 
-async def _maintain(app: FastAPI, s: Services, ready: bool, stopping: asyncio.Event) -> None:
+async def _maintain(app: FastAPI, services: Services, ready: bool, stopping: asyncio.Event) -> None:
     """Connect the database if start-up could not, then keep this worker's gallery in sync
     and apply the retention setting once an hour. Ends when `stopping` is set: a cancel alone
     can be swallowed when it races an asyncio.timeout in a database call."""
@@ -93,22 +93,22 @@ async def _maintain(app: FastAPI, s: Services, ready: bool, stopping: asyncio.Ev
     while not stopping.is_set():
         try:
             if not ready:
-                await s.repo.start()
-                await s.identity.load()
+                await services.repo.start()
+                await services.identity.load()
                 ready = True
                 app.state.db_ready = True
-                log.info("database ready; gallery holds %d people", len(s.identity.gallery))
+                log.info("database ready; gallery holds %d people", len(services.identity.gallery))
             else:
-                await s.identity.sync()
-            await s.webhooks.refresh()  # which event types anyone subscribed to
+                await services.identity.sync()
+            await services.webhooks.refresh()  # which event types anyone subscribed to
             if time.monotonic() >= next_model_check:
-                await s.identity.refresh_model(s.inference)
+                await services.identity.refresh_model(services.inference)
                 next_model_check = time.monotonic() + 30
-            days = s.settings.server.retention_days
+            days = services.settings.server.retention_days
             if ready and days > 0 and time.monotonic() >= next_purge:
-                purged = await s.repo.purge_unknown_before(
+                purged = await services.repo.purge_unknown_before(
                     utcnow() - dt.timedelta(days=days),
-                    on_purged=lambda tx, ids: s.webhooks.deleted(tx, ids, "retention"))
+                    on_purged=lambda tx, ids: services.webhooks.deleted(tx, ids, "retention"))
                 next_purge = time.monotonic() + 3600
                 if purged:
                     log.info("retention: purged %d unknown people", len(purged))
@@ -118,7 +118,7 @@ async def _maintain(app: FastAPI, s: Services, ready: bool, stopping: asyncio.Ev
         except Exception as exc:  # noqa: BLE001 - never let the sync loop die
             log.warning("gallery sync failed: %s", type(exc).__name__)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), s.settings.matching.sync_interval_s)
+            await asyncio.wait_for(stopping.wait(), services.settings.matching.sync_interval_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -127,24 +127,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         repo = Repository(settings)
-        s = Services(settings, InferenceClient(settings.triton), repo, IdentityService(repo, settings),
+        services = Services(settings, InferenceClient(settings.triton), repo, IdentityService(repo, settings),
                      Webhooks(repo, settings.webhooks))
-        s.identity.webhooks = s.webhooks
-        app.state.services = s
+        services.identity.webhooks = services.webhooks
+        app.state.services = services
         app.state.db_ready = False
         try:
             await repo.start()
-            await s.identity.load()
-            await s.webhooks.refresh()
+            await services.identity.load()
+            await services.webhooks.refresh()
             app.state.db_ready = True
         except DatabaseUnavailable:
             log.warning("database unavailable at start-up; retrying in the background")
         with contextlib.suppress(Exception):  # Triton may come later; the loop retries
-            await s.identity.refresh_model(s.inference)
+            await services.identity.refresh_model(services.inference)
         stopping = asyncio.Event()
-        tasks = [asyncio.create_task(_maintain(app, s, app.state.db_ready, stopping))]
+        tasks = [asyncio.create_task(_maintain(app, services, app.state.db_ready, stopping))]
         if settings.webhooks.delivery_enabled:
-            tasks.append(asyncio.create_task(Deliverer(repo, s.webhooks, settings.webhooks).run(stopping)))
+            tasks.append(asyncio.create_task(Deliverer(repo, services.webhooks, settings.webhooks).run(stopping)))
         try:
             yield
         finally:
@@ -153,7 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await s.inference.close()
+            await services.inference.close()
             await repo.close()
 
     app = FastAPI(title="Face Analytics API", version="1.0.0", description=DESCRIPTION,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Query, Request
+from fastapi import Query
 
+from api.deps import SettingsDep
 from api.errors import InvalidField
 from core.settings import Settings
 
@@ -69,7 +70,7 @@ def resolve(settings: Settings, include: str | None = None, threshold: float | N
 
 
 def analyze_options(
-    request: Request,
+    settings: SettingsDep,
     include: str | None = Query(None, description=INCLUDE_HELP, examples=["landmarks,quality"]),
     threshold: float | None = Query(None, description="matching threshold (cosine) for this request, within "
                                     "FA_LIMITS_THRESHOLD_MIN..MAX (0.2..0.95); default FA_MATCH_THRESHOLD",
@@ -85,5 +86,4 @@ def analyze_options(
                                          "(the detector already drops those under 0.6)", examples=[0.9]),
     candidates: int | None = Query(None, description=CANDIDATES_HELP, examples=[3]),
 ) -> AnalyzeOptions:
-    settings = request.app.state.services.settings
     return resolve(settings, include, threshold, min_face_size, max_faces, min_confidence, candidates)

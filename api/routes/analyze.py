@@ -11,12 +11,13 @@ from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 
 from api import metrics
 from api.admission import hold_for_images
+from api.deps import IdentityDep, InferenceDep, SettingsDep
 from api.errors import ApiError, ClientGone, InvalidField, MissingField, UnsupportedMediaType
 from api.face_view import face_out, quality
 from api.image_input import decode_base64_image, image_bytes, is_json, json_body, json_request_body
-from api.inference import Analysis
+from api.identity import IdentityService
+from api.inference import Analysis, InferenceClient
 from api.request_options import AnalyzeOptions, analyze_options
-from api.routes.common import Services, services
 from api.schemas import AnalyzeResponse, BatchItemError, BatchResponse
 from api.uploads import read_image
 
@@ -31,8 +32,8 @@ IMAGE_HELP = "JPEG, PNG, WebP, BMP, TIFF or GIF; or send application/json {\"ima
 JSON_EXAMPLE = {"image": "/9j/4AAQSkZJRgABAQAAAQABAAD..."}
 
 
-async def infer(s: Services, data: bytes, options: AnalyzeOptions) -> Analysis:
-    analysis = await s.inference.analyze(data, options.min_face_size, options.max_faces)
+async def infer(inference: InferenceClient, data: bytes, options: AnalyzeOptions) -> Analysis:
+    analysis = await inference.analyze(data, options.min_face_size, options.max_faces)
     if options.min_confidence:
         analysis.faces = [f for f in analysis.faces if f.score >= options.min_confidence]
     return analysis
@@ -44,12 +45,12 @@ def check_mode(options: AnalyzeOptions, mode: str) -> None:
         raise InvalidField("candidates needs matching: use it with mode=track or mode=search")
 
 
-async def respond(s: Services, analysis: Analysis, options: AnalyzeOptions, mode: str = "track") -> AnalyzeResponse:
+async def respond(identity: IdentityService, gate: float, analysis: Analysis, options: AnalyzeOptions,
+                  mode: str = "track") -> AnalyzeResponse:
     """Match, remember and shape one photo's faces (the quality gate decides who is remembered)."""
     metrics.FACES.observe(len(analysis.faces))
-    gate = s.settings.quality.min_score
     qualities = [quality(f) for f in analysis.faces]
-    identified = await s.identity.identify(analysis, mode, options.threshold, [q.overall >= gate for q in qualities],
+    identified = await identity.identify(analysis, mode, options.threshold, [q.overall >= gate for q in qualities],
                                            options.candidates)
     faces = [face_out(r, q, gate, options.include) for r, q in zip(identified, qualities)]
     message = f"Successfully analyzed {len(faces)} face(s)" if faces else "No faces detected in the image"
@@ -61,12 +62,13 @@ async def respond(s: Services, analysis: Analysis, options: AnalyzeOptions, mode
 
 @router.post("/analyze", response_model=AnalyzeResponse, summary="Analyse every face in a photo",
              openapi_extra=json_request_body(JSON_EXAMPLE, []))
-async def analyze(request: Request, file: UploadFile | None = File(None, description=IMAGE_HELP),
+async def analyze(request: Request, settings: SettingsDep, inference: InferenceDep, identity: IdentityDep,
+                  file: UploadFile | None = File(None, description=IMAGE_HELP),
                   options: AnalyzeOptions = Depends(analyze_options), mode: Mode = Query("track", description=MODE_HELP)):
-    s = services(request)
     check_mode(options, mode)
-    data = await image_bytes(request, file, s.settings.upload, url_settings=s.settings.url_fetch)
-    return await respond(s, await infer(s, data, options), options, mode)
+    data = await image_bytes(request, file, settings.upload, url_settings=settings.url_fetch)
+    analysis = await infer(inference, data, options)
+    return await respond(identity, settings.quality.min_score, analysis, options, mode)
 
 
 BATCH_HELP = """Up to FA_LIMITS_BATCH_MAX_IMAGES photos (16 by default): multipart parts named `files`, or
@@ -86,13 +88,12 @@ would be."""
                      "type": "array", "items": {"type": "string", "format": "byte"},
                      "description": "image files, base64"}}},
                  "example": {"images": ["/9j/4AAQSkZJRgABAQAAAQABAAD...", "iVBORw0KGgoAAAANSUhEUgAA..."]}}}}})
-async def analyze_batch(request: Request,
+async def analyze_batch(request: Request, settings: SettingsDep, inference: InferenceDep, identity: IdentityDep,
                         files: list[UploadFile] | None = File(None, description="the photos, in order"),
                         options: AnalyzeOptions = Depends(analyze_options),
                         mode: Mode = Query("track", description=MODE_HELP)):
-    s = services(request)
     check_mode(options, mode)
-    limit = s.settings.limits.batch_max_images
+    limit = settings.limits.batch_max_images
     if files:
         sources = [("file", f) for f in files]
     elif is_json(request):
@@ -114,8 +115,8 @@ async def analyze_batch(request: Request,
     async def prepare(kind, value) -> bytes | ApiError:
         try:
             if kind == "file":
-                return await read_image(value, s.settings.upload)
-            return await decode_base64_image(value, s.settings.upload, "images[]")
+                return await read_image(value, settings.upload)
+            return await decode_base64_image(value, settings.upload, "images[]")
         except ApiError as exc:
             if exc.status >= 500:
                 raise
@@ -126,7 +127,7 @@ async def analyze_batch(request: Request,
             return item
         try:
             async with in_flight:
-                return await infer(s, item, options)
+                return await infer(inference, item, options)
         except ApiError as exc:
             if exc.status >= 500 or isinstance(exc, ClientGone):
                 raise
@@ -139,6 +140,6 @@ async def analyze_batch(request: Request,
         if isinstance(a, ApiError):
             results.append(BatchItemError(error=a.code, message=a.message))
         else:
-            results.append(await respond(s, a, options, mode))
+            results.append(await respond(identity, settings.quality.min_score, a, options, mode))
     ok = sum(1 for r in results if r.success)
     return BatchResponse(results=results, message=f"Analyzed {ok} of {len(results)} image(s)")

@@ -1,30 +1,8 @@
-"""What every route needs: the services created in the app's lifespan."""
+"""Shapes more than one route uses."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from fastapi import Request
-
-from api.identity import IdentityService
-from api.inference import InferenceClient
-from api.repository import Repository
 from api.schemas import BBox
-from api.webhooks import Webhooks
-from core.settings import Settings
-
-
-@dataclass
-class Services:
-    settings: Settings
-    inference: InferenceClient
-    repo: Repository
-    identity: IdentityService
-    webhooks: Webhooks | None = None
-
-
-def services(request: Request) -> Services:
-    return request.app.state.services
 
 
 def bbox(face) -> BBox:

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.errors import health_status
-from api.routes.common import Services, services
+from api.deps import Services, ServicesDep
 from api.schemas import HealthResponse
 
 router = APIRouter()
@@ -33,21 +33,21 @@ class HealthCache:
         self.at = float("-inf")
         self.refresh: asyncio.Task | None = None
 
-    async def get(self, s: Services) -> tuple[int, dict]:
+    async def get(self, parts: Services) -> tuple[int, dict]:
         if self.body is not None and time.monotonic() - self.at < self.ttl_s:
             return self.body
         if self.refresh is None or self.refresh.done():
-            self.refresh = asyncio.create_task(self._compute(s))
+            self.refresh = asyncio.create_task(self._compute(parts))
         if self.body is None:
             return await asyncio.shield(self.refresh)
         # a fresh answer if the parts answer promptly, else the last one while the refresh runs
         done, _ = await asyncio.wait({self.refresh}, timeout=STALE_AFTER_S)
         return self.refresh.result() if done else self.body
 
-    async def _compute(self, s: Services) -> tuple[int, dict]:
-        models, db_ok, replicas = await asyncio.gather(s.inference.model_status(), s.repo.ping(),
-                                                       s.inference.replica_status())
-        t = s.settings.triton
+    async def _compute(self, parts: Services) -> tuple[int, dict]:
+        models, db_ok, replicas = await asyncio.gather(parts.inference.model_status(), parts.repo.ping(),
+                                                       parts.inference.replica_status())
+        t = parts.settings.triton
         detector_ok = models[t.detector_model]["ready"] and models[t.pipeline_model]["ready"]
         analytics_ok = models[t.multitask_model]["ready"]
         services_ = {"face_detector": detector_ok, "face_analytics": analytics_ok, "database": db_ok}
@@ -61,12 +61,11 @@ class HealthCache:
 
 @router.get("/health", response_model=HealthResponse, summary="Health of the service and its parts",
             responses={503: {"model": HealthResponse}})
-async def health(request: Request):
-    s = services(request)
+async def health(request: Request, parts: ServicesDep):
     state = request.app.state
     if getattr(state, "health_cache", None) is None:
-        state.health_cache = HealthCache(s.settings.server.health_cache_s)
-    code, body = await state.health_cache.get(s)
+        state.health_cache = HealthCache(parts.settings.server.health_cache_s)
+    code, body = await state.health_cache.get(parts)
     return JSONResponse(body, status_code=code)
 
 

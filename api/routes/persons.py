@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
 from api.errors import NotFound
 from api.identity import clean_name
-from api.routes.common import services
+from api.deps import IdentityDep, RepositoryDep
 from api.schemas import (PERSON_ID_PATTERN, BBox, Merged, MergeRequest, Person, PersonChanged, PersonPatch,
                          PersonsPage, SampleDeleted, SampleOut, SamplesPage, Sighting, SightingsPage)
 
@@ -29,17 +29,17 @@ def _person(row) -> Person:
 
 
 @router.get("", response_model=PersonsPage, summary="Known and unknown people, paged")
-async def list_persons(request: Request, identity: str | None = Query(None, pattern="^(known|unknown)$"),
+async def list_persons(repo: RepositoryDep, identity: str | None = Query(None, pattern="^(known|unknown)$"),
                        limit: Limit = 50, offset: Offset = 0,
                        search: str | None = Query(None, max_length=100,
                                                   description="part of a name or person id, any case")):
-    total, rows = await services(request).repo.list_persons(identity, limit, offset, search)
+    total, rows = await repo.list_persons(identity, limit, offset, search)
     return PersonsPage(total=total, limit=limit, offset=offset, persons=[_person(r) for r in rows])
 
 
 @router.get("/{person_id}", response_model=Person, summary="One person")
-async def get_person(request: Request, person_id: PersonId):
-    row = await services(request).repo.get_person(person_id)
+async def get_person(repo: RepositoryDep, person_id: PersonId):
+    row = await repo.get_person(person_id)
     if row is None:
         raise NotFound(f"no person {person_id}")
     return _person(row)
@@ -47,8 +47,8 @@ async def get_person(request: Request, person_id: PersonId):
 
 @router.get("/{person_id}/crop", response_class=Response, summary="The person's aligned face crop (JPEG)",
             responses={200: {"content": {"image/jpeg": {}}}})
-async def person_crop(request: Request, person_id: PersonId):
-    crop = await services(request).repo.person_crop(person_id)
+async def person_crop(repo: RepositoryDep, person_id: PersonId):
+    crop = await repo.person_crop(person_id)
     if not crop:
         raise NotFound(f"no face crop for {person_id}")
     return Response(crop, media_type="image/jpeg")
@@ -58,16 +58,16 @@ async def person_crop(request: Request, person_id: PersonId):
               summary="Rename a known person, or name an unknown one (it becomes known)",
               description="A name another known person already has is refused with 409 `name_taken`: "
                           "making two people one is an explicit POST /persons/{person_id}/merge.")
-async def patch_person(request: Request, person_id: PersonId, body: PersonPatch):
+async def patch_person(identity: IdentityDep, person_id: PersonId, body: PersonPatch):
     name = clean_name(body.person_name)
-    target = await services(request).identity.name_person(person_id, name)
+    target = await identity.name_person(person_id, name)
     return PersonChanged(message=f"{person_id} is now {name}", person_id=target)
 
 
 @router.delete("/{person_id}", response_model=PersonChanged,
                summary="Erase a person: embeddings, crops, images and detections")
-async def delete_person(request: Request, person_id: PersonId):
-    n = await services(request).identity.delete_person(person_id)
+async def delete_person(identity: IdentityDep, person_id: PersonId):
+    n = await identity.delete_person(person_id)
     return PersonChanged(message=f"erased {person_id} ({n} rows)", person_id=person_id)
 
 
@@ -75,8 +75,8 @@ async def delete_person(request: Request, person_id: PersonId):
              description="Samples, sightings and counts move; the merged person no longer exists, in every "
                          "worker's gallery. Known into known, unknown into known or unknown, and known with "
                          "unknown (the known person survives whichever side it is: a name is never dropped).")
-async def merge_person(request: Request, person_id: PersonId, body: MergeRequest):
-    m = await services(request).identity.merge(person_id, body.into)
+async def merge_person(identity: IdentityDep, person_id: PersonId, body: MergeRequest):
+    m = await identity.merge(person_id, body.into)
     return Merged(message=f"{m.merged_id} merged into {m.person_id}", person_id=m.person_id,
                   merged_id=m.merged_id, identity=m.identity)
 
@@ -84,8 +84,8 @@ async def merge_person(request: Request, person_id: PersonId, body: MergeRequest
 @router.get("/{person_id}/samples", response_model=SamplesPage, summary="The faces a person's template is made of",
             description="A known person's registered samples. An unknown person has one: sample 0, the face "
                         "it was first seen with.")
-async def list_samples(request: Request, person_id: PersonId):
-    samples = await services(request).repo.samples(person_id)
+async def list_samples(repo: RepositoryDep, person_id: PersonId):
+    samples = await repo.samples(person_id)
     if samples is None:
         raise NotFound(f"no person {person_id}")
     return SamplesPage(person_id=person_id, samples=[SampleOut(**vars(x)) for x in samples])
@@ -94,23 +94,22 @@ async def list_samples(request: Request, person_id: PersonId):
 @router.delete("/{person_id}/samples/{sample_id}", response_model=SampleDeleted,
                summary="Remove one sample; the template is recomputed from the others",
                description="The last sample cannot be removed (409 `last_sample`): delete the person instead.")
-async def delete_sample(request: Request, person_id: PersonId, sample_id: SampleId):
-    left = await services(request).identity.delete_sample(person_id, sample_id)
+async def delete_sample(identity: IdentityDep, person_id: PersonId, sample_id: SampleId):
+    left = await identity.delete_sample(person_id, sample_id)
     return SampleDeleted(message=f"removed sample {sample_id} of {person_id}", person_id=person_id, samples=left)
 
 
 @router.get("/{person_id}/samples/{sample_id}/crop", summary="The stored aligned face crop of a sample (JPEG)",
             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
-async def sample_crop(request: Request, person_id: PersonId, sample_id: SampleId):
-    crop = await services(request).repo.sample_crop(person_id, sample_id)
+async def sample_crop(repo: RepositoryDep, person_id: PersonId, sample_id: SampleId):
+    crop = await repo.sample_crop(person_id, sample_id)
     if crop is None:
         raise NotFound(f"no stored crop for sample {sample_id} of {person_id}")
     return Response(crop, media_type="image/jpeg")
 
 
 @router.get("/{person_id}/sightings", response_model=SightingsPage, summary="A person's detections, newest first")
-async def sightings(request: Request, person_id: PersonId, limit: Limit = 50, offset: Offset = 0):
-    repo = services(request).repo
+async def sightings(repo: RepositoryDep, person_id: PersonId, limit: Limit = 50, offset: Offset = 0):
     if await repo.get_person(person_id) is None:
         raise NotFound(f"no person {person_id}")
     total, rows = await repo.sightings(person_id, limit, offset)

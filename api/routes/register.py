@@ -7,7 +7,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from api.errors import InvalidField, LowQualityFace, MissingField
 from api.face_view import quality
 from api.identity import clean_name
-from api.routes.common import services
+from api.deps import IdentityDep, InferenceDep, SettingsDep
 from api.schemas import RegisterResponse
 from api.image_input import image_bytes, is_json, json_body, json_request_body
 
@@ -36,10 +36,10 @@ If the face matches an unknown person, that person's history moves to the regist
                  {"person_name": {"type": "string", "minLength": 1, "maxLength": 100},
                   "largest_face": {"type": "boolean", "default": False},
                   "force": {"type": "boolean", "default": False}}))
-async def register(request: Request, file: UploadFile | None = File(None, description="the photo; or send JSON"),
+async def register(request: Request, settings: SettingsDep, inference: InferenceDep, identity: IdentityDep,
+                   file: UploadFile | None = File(None, description="the photo; or send JSON"),
                    person_name: str | None = Form(None), largest_face: bool = Form(False),
                    force: bool = Form(False)):
-    s = services(request)
     body = await json_body(request) if file is None and is_json(request) else None
     if body is not None:
         person_name, largest_face = body.get("person_name"), body.get("largest_face", False)
@@ -51,15 +51,15 @@ async def register(request: Request, file: UploadFile | None = File(None, descri
     if not isinstance(person_name, str):
         raise InvalidField("person_name must be a string")
     name = clean_name(person_name)
-    data = await image_bytes(request, file, s.settings.upload, body, url_settings=s.settings.url_fetch)
-    analysis = await s.inference.analyze(data, s.settings.detection.min_face_size)
-    gate = s.settings.quality.register_min_score
+    data = await image_bytes(request, file, settings.upload, body, url_settings=settings.url_fetch)
+    analysis = await inference.analyze(data, settings.detection.min_face_size)
+    gate = settings.quality.register_min_score
     if analysis.faces and (len(analysis.faces) == 1 or largest_face):
         q = quality(analysis.faces[0])  # the largest face, the one register takes
         if q.overall < gate:
             raise LowQualityFace(f"the face is below the registration quality gate ({q.overall:.2f} < {gate}; "
                                  f"weakest: {q.weakest}); send a sharp, frontal, well-lit photo", q.weakest)
-    result = await s.identity.register(analysis, name, data, largest_face=largest_face, force=force)
+    result = await identity.register(analysis, name, data, largest_face=largest_face, force=force)
     verb = "registered" if result.created else "added a sample to"
     return RegisterResponse(message=f"Successfully {verb} {name}", person_id=result.person_id,
                             samples=result.samples, promoted_unknown_id=result.promoted_unknown,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 
 from api.errors import InvalidField
 from api.identity import pick_face
-from api.routes.common import bbox, services
+from api.deps import IdentityDep, InferenceDep, SettingsDep
+from api.routes.common import bbox
 from api.schemas import PERSON_ID_PATTERN, VerifyFace, VerifyResponse
 from api.uploads import read_image
 
@@ -24,11 +25,11 @@ router = APIRouter()
              description="Send file1 and either file2 or person_id. Each photo must show a face (400 "
                          "`no_face` naming the side otherwise); with several, the largest one is used "
                          "unless largest_face=false, which makes several faces a 400 `too_many_faces`.")
-async def verify(request: Request, file1: UploadFile = File(..., description="a photo"),
+async def verify(settings: SettingsDep, inference: InferenceDep, identity: IdentityDep,
+                 file1: UploadFile = File(..., description="a photo"),
                  file2: UploadFile | None = File(None, description="another photo, or send person_id"),
                  person_id: str | None = Form(None, max_length=128, description="a known or unknown person"),
                  largest_face: bool = Form(True)):
-    s = services(request)
     if (file2 is None) == (person_id is None):
         raise InvalidField("send exactly one of file2 and person_id besides file1")
     if person_id is not None and not re.fullmatch(PERSON_ID_PATTERN, person_id):
@@ -36,16 +37,16 @@ async def verify(request: Request, file1: UploadFile = File(..., description="a 
     sides = [file1] + ([file2] if file2 is not None else [])
     faces = []
     for label, upload in zip(("file1", "file2"), sides):
-        data = await read_image(upload, s.settings.upload)
-        analysis = await s.inference.analyze(data, s.settings.detection.min_face_size)
+        data = await read_image(upload, settings.upload)
+        analysis = await inference.analyze(data, settings.detection.min_face_size)
         faces.append((pick_face(analysis, largest_face, label), len(analysis.faces)))
     name = None
     if person_id is not None:
-        _, name, other = await s.identity.template_of(person_id)
+        _, name, other = await identity.template_of(person_id)
     else:
         other = faces[1][0].embedding
     similarity = float(np.dot(faces[0][0].embedding, other))
-    threshold = s.settings.matching.threshold
+    threshold = settings.matching.threshold
     out = [VerifyFace(bbox=bbox(f), confidence=round(f.score, 4), faces_in_image=n) for f, n in faces]
     return VerifyResponse(similarity=round(similarity, 4), verified=similarity >= threshold, threshold=threshold,
                           face1=out[0], face2=out[1] if len(out) > 1 else None,

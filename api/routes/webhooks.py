@@ -6,10 +6,10 @@ import secrets
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 
 from api.errors import InvalidField, NotFound
-from api.routes.common import services
+from api.deps import RepositoryDep, WebhooksDep
 from api.schemas import (DeliveryCounts, Webhook, WebhookCreate, WebhookCreated, WebhookDeliveries, WebhookDelivery,
                          WebhookList)
 from api.webhooks import parse_events
@@ -35,40 +35,38 @@ def _check_url(url: str) -> str:
 
 @router.post("", response_model=WebhookCreated, status_code=201, summary="Subscribe a URL to identity events",
              description=DESCRIPTION)
-async def create_webhook(request: Request, body: WebhookCreate):
-    s = services(request)
+async def create_webhook(repo: RepositoryDep, hooks: WebhooksDep, body: WebhookCreate):
     url = _check_url(body.url)
     try:
         events = parse_events(body.events)
     except ValueError as exc:
         raise InvalidField(str(exc)) from None
     secret = body.secret or f"whsec_{secrets.token_urlsafe(32)}"
-    sid, created = await s.repo.add_subscription(url, secret, events, body.description)
-    await s.webhooks.refresh()
+    sid, created = await repo.add_subscription(url, secret, events, body.description)
+    await hooks.refresh()
     return WebhookCreated(id=sid, url=url, events=events.split(","), description=body.description,
                           created_at=created, secret=secret)
 
 
 @router.get("", response_model=WebhookList, summary="Subscriptions with their delivery counts (no secrets)")
-async def list_webhooks(request: Request):
-    rows = await services(request).repo.list_subscriptions()
+async def list_webhooks(repo: RepositoryDep):
+    rows = await repo.list_subscriptions()
     return WebhookList(webhooks=[
         Webhook(id=r[0], url=r[1], events=r[2].split(","), description=r[3], created_at=r[4],
                 deliveries=DeliveryCounts(pending=r[5], delivered=r[6], failed=r[7]), last_error=r[8]) for r in rows])
 
 
 @router.get("/{webhook_id}/deliveries", response_model=WebhookDeliveries, summary="A subscription's latest deliveries")
-async def webhook_deliveries(request: Request, webhook_id: WebhookId):
-    rows = await services(request).repo.deliveries(webhook_id)
+async def webhook_deliveries(repo: RepositoryDep, webhook_id: WebhookId):
+    rows = await repo.deliveries(webhook_id)
     return WebhookDeliveries(deliveries=[WebhookDelivery(
         id=r[0], event_id=r[1], event_type=r[2], state=r[3], attempts=r[4], last_status=r[5], last_error=r[6],
         created_at=r[7], finished_at=r[8]) for r in rows])
 
 
 @router.delete("/{webhook_id}", summary="Unsubscribe (pending deliveries are dropped)")
-async def delete_webhook(request: Request, webhook_id: WebhookId):
-    s = services(request)
-    if not await s.repo.delete_subscription(webhook_id):
+async def delete_webhook(repo: RepositoryDep, hooks: WebhooksDep, webhook_id: WebhookId):
+    if not await repo.delete_subscription(webhook_id):
         raise NotFound(f"no webhook {webhook_id}")
-    await s.webhooks.refresh()
+    await hooks.refresh()
     return {"success": True, "message": f"webhook {webhook_id} deleted"}

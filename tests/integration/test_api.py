@@ -178,3 +178,26 @@ async def test_health_reports_parts_and_model_versions(api):
     metrics = (await api.get("/metrics")).text
     assert "face_api_requests_total" in metrics and "face_api_triton_seconds" in metrics
     assert "/analyze" in (await api.get("/openapi.json")).text
+
+
+async def test_routes_take_their_settings_from_the_dependency(api, shared_data):
+    """Routes state their needs as typed dependencies: a settings override reaches /verify's decision
+    while Triton, the database and the identity service stay the real ones."""
+    from api import deps
+    from core.settings import MatchingSettings
+
+    files = {"file1": photo(shared_data, WOMAN.format(0)), "file2": photo(shared_data, WOMAN.format(218))}
+    served = (await api.post("/verify", files=files)).json()
+    assert served["verified"] is True and served["threshold"] == api.app.state.services.settings.matching.threshold
+
+    strict = served["similarity"] + 0.01  # just above this pair's similarity: the same faces no longer verify
+    real = api.app.state.services.settings
+    api.app.dependency_overrides[deps.app_settings] = lambda: real.model_copy(
+        update={"matching": MatchingSettings(threshold=strict)})
+    try:
+        overridden = (await api.post("/verify", files=files)).json()
+    finally:
+        api.app.dependency_overrides.clear()
+    assert overridden["similarity"] == served["similarity"]
+    assert overridden["threshold"] == strict and overridden["verified"] is False
+    assert (await api.post("/verify", files=files)).json()["verified"] is True
