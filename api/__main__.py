@@ -12,12 +12,12 @@ from core.settings import get_settings
 
 
 def main() -> None:
-    s = get_settings().server
+    server = get_settings().server
     # bounded connections per worker (uvicorn answers 503 past them; admission control inside
     # the app answers 503/429 long before), short keep-alive, no access log (client addresses)
-    uvicorn.run("api.main:app", host=s.host, port=s.port, workers=s.workers,
-                log_level=s.log_level, access_log=False, limit_concurrency=s.limit_concurrency,
-                timeout_keep_alive=s.timeout_keep_alive_s, timeout_graceful_shutdown=20)
+    uvicorn.run("api.main:app", host=server.host, port=server.port, workers=server.workers,
+                log_level=server.log_level, access_log=False, limit_concurrency=server.limit_concurrency,
+                timeout_keep_alive=server.timeout_keep_alive_s, timeout_graceful_shutdown=20)
 
 
 if __name__ == "__main__":

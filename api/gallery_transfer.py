@@ -136,8 +136,8 @@ def read_file(path: Path) -> tuple[dict, list[dict], np.ndarray, dict[str, bytes
     if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != DIM:
         raise TransferError(f"{path}: embeddings.npy is not float32 (n, {DIM})")
     for p in people:
-        for s in p["samples"]:
-            if not 0 <= s["embedding_row"] < len(vectors) or (s["crop"] and s["crop"] not in crops):
+        for sample in p["samples"]:
+            if not 0 <= sample["embedding_row"] < len(vectors) or (sample["crop"] and sample["crop"] not in crops):
                 raise TransferError(f"{path}: {p['person_id']} refers to a missing embedding or crop")
     return manifest, people, vectors, crops
 
@@ -185,23 +185,23 @@ async def import_gallery(settings: Settings, path: Path, reembed: bool = False,
     _, people, vectors, crops = read_file(path)
     vectors = vectors.copy()
     model = await served_model(settings) if model is None or reembed else model
-    samples = [s for p in people for s in p["samples"]]
-    stale = [s for s in samples if (s["model_name"], str(s["model_version"])) != model]
+    samples = [sample for p in people for sample in p["samples"]]
+    stale = [sample for sample in samples if (sample["model_name"], str(sample["model_version"])) != model]
     if stale and not reembed:
-        found = sorted({f"{s['model_name']} v{s['model_version']}" for s in stale})
+        found = sorted({f"{sample['model_name']} v{sample['model_version']}" for sample in stale})
         raise TransferError(f"{len(stale)} of {len(samples)} embeddings were made by {', '.join(found)}, this "
                             f"site serves {model[0]} v{model[1]}: embeddings of different versions are not "
                             "comparable. Pass --reembed to recompute them from their crops through Triton.")
     report = ImportReport()
     if stale:
-        missing = [s for s in stale if not s["crop"]]
+        missing = [sample for sample in stale if not sample["crop"]]
         if missing:
             raise TransferError(f"{len(missing)} embeddings of another model version have no crop to re-embed")
         progress(f"re-embedding {len(stale)} faces with {model[0]} v{model[1]}")
-        fresh = await _reembed(settings, [crops[s["crop"]] for s in stale])
-        for s, emb in zip(stale, fresh):
-            vectors[s["embedding_row"]] = emb
-            s["model_name"], s["model_version"] = model
+        fresh = await _reembed(settings, [crops[sample["crop"]] for sample in stale])
+        for sample, emb in zip(stale, fresh):
+            vectors[sample["embedding_row"]] = emb
+            sample["model_name"], sample["model_version"] = model
         report.reembedded = len(stale)
 
     repo, now = Repository(settings), utcnow()
@@ -219,24 +219,27 @@ async def import_gallery(settings: Settings, path: Path, reembed: bool = False,
                 crop = crops.get(first["crop"]) if first["crop"] else None
                 if p["kind"] == "unknown":
                     await repo.import_unknown(
-                        tx, pid, vectors[first["embedding_row"]].tobytes(), crop,
-                        (first["model_name"], str(first["model_version"])), p.get("detection_count", 1),
-                        _parse_ts(p.get("first_seen")), _parse_ts(p.get("last_seen")),
-                        _parse_ts(p.get("created_at")), now)
+                        tx, person_id=pid, embedding=vectors[first["embedding_row"]].tobytes(), crop=crop,
+                        model=(first["model_name"], str(first["model_version"])),
+                        detection_count=p.get("detection_count", 1), first_seen=_parse_ts(p.get("first_seen")),
+                        last_seen=_parse_ts(p.get("last_seen")), created_at=_parse_ts(p.get("created_at")), now=now)
                 else:
                     owner = await repo.known_by_name(tx, p["person_name"])
                     if owner:
                         report.skipped_name_taken.append(pid)
                         continue
-                    template = normalised_mean(np.stack([vectors[s["embedding_row"]] for s in p["samples"]]))
-                    for s in p["samples"]:
+                    template = normalised_mean(np.stack([vectors[x["embedding_row"]] for x in p["samples"]]))
+                    for sample in p["samples"]:
                         await repo.add_known_sample(
-                            tx, pid, vectors[s["embedding_row"]].tobytes(),
-                            crops.get(s["crop"]) if s["crop"] else None, None,
-                            (s["model_name"], str(s["model_version"])), _parse_ts(s["created_at"]))
-                    await repo.insert_known(tx, pid, p["person_name"], template.tobytes(), crop, None, p.get("age"),
-                                            p.get("gender"), (first["model_name"], str(first["model_version"])),
-                                            _parse_ts(p.get("created_at")), sample_count=len(p["samples"]))
+                            tx, person_id=pid, embedding=vectors[sample["embedding_row"]].tobytes(),
+                            crop=crops.get(sample["crop"]) if sample["crop"] else None, image=None,
+                            model=(sample["model_name"], str(sample["model_version"])),
+                            now=_parse_ts(sample["created_at"]))
+                    await repo.insert_known(
+                        tx, person_id=pid, name=p["person_name"], embedding=template.tobytes(), crop=crop, image=None,
+                        age=p.get("age"), gender=p.get("gender"),
+                        model=(first["model_name"], str(first["model_version"])),
+                        now=_parse_ts(p.get("created_at")), sample_count=len(p["samples"]))
                 report.imported.append(pid)
             await repo.log_change(tx, report.imported, now)  # running workers replay these
     finally:

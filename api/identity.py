@@ -236,11 +236,10 @@ class IdentityService:
                         pid = new_unknown_id()
                     new_rows.append((pid, face.embedding.tobytes(), encode_crop(face.chip), *self.model, now))
                     new_vecs.append(face.embedding)
-                    m = Match(pid, "unknown", float("nan"))
+                    m = Match(pid, "unknown", similarity=None)  # a new person: nobody matched
                 if m.kind == "unknown":
                     counts[m.person_id] = counts.get(m.person_id, 0) + 1
-                results.append(Identified(face, m.kind, m.person_id, self.names.get(m.person_id),
-                                          None if np.isnan(m.similarity) else m.similarity))
+                results.append(Identified(face, m.kind, m.person_id, self.names.get(m.person_id), m.similarity))
                 det_rows.append(self._detection_row(face, m, now))
             await self.repo.insert_unknowns(w.tx, new_rows)
             await self.repo.bump_unknowns(w.tx, counts, now)
@@ -301,7 +300,7 @@ class IdentityService:
     @staticmethod
     def _detection_row(face: Face, m: Match, now: dt.datetime) -> tuple:
         return (m.person_id, m.kind, face.score, *face.xywh, face.age, face.gender, face.gender_confidence,
-                None if np.isnan(m.similarity) else m.similarity, now)
+                m.similarity, now)
 
     # -- /register and naming ----------------------------------------------------------------
     async def register(self, analysis: Analysis, name: str, image: bytes | None,
@@ -357,11 +356,12 @@ class IdentityService:
                           face_age: float | None = None, face_gender: str | None = None,
                           model: tuple[str, str] | None = None):
         model = model or self.model
-        await self.repo.add_known_sample(tx, person_id, emb.tobytes(), crop, image, model, now)
+        await self.repo.add_known_sample(tx, person_id=person_id, embedding=emb.tobytes(), crop=crop, image=image,
+                                         model=model, now=now)
         template, count = await self._retemplate(tx, person_id, now) if not created else (emb, 1)
         if created:
-            await self.repo.insert_known(tx, person_id, name, template.tobytes(), crop, image, face_age,
-                                         face_gender, model, now, sample_count=1)
+            await self.repo.insert_known(tx, person_id=person_id, name=name, embedding=template.tobytes(), crop=crop,
+                                         image=image, age=face_age, gender=face_gender, model=model, now=now)
         return template, count
 
     async def _retemplate(self, tx: Tx, person_id: str, now: dt.datetime) -> tuple[np.ndarray, int]:
@@ -426,7 +426,8 @@ class IdentityService:
                     await self.repo.absorb_known(tx, source, target)
                 else:
                     row = await self.repo.unknown_row(tx, source)
-                    await self.repo.add_known_sample(tx, target, bytes(row[0]), row[1], None, (row[5], row[6]), now)
+                    await self.repo.add_known_sample(tx, person_id=target, embedding=bytes(row[0]), crop=row[1],
+                                                     image=None, model=(row[5], row[6]), now=now)
                     await self.repo.promote_unknown(tx, source, target)
                 template, _ = await self._retemplate(tx, target, now)
                 w.put(target, "known", template, name)
@@ -434,8 +435,9 @@ class IdentityService:
                 src, dst = await self.repo.unknown_row(tx, source), await self.repo.unknown_row(tx, target)
                 template = normalised_mean(np.stack([np.frombuffer(dst[0], np.float32),
                                                      np.frombuffer(src[0], np.float32)]))
-                await self.repo.absorb_unknown(tx, source, target, template.tobytes(), min(src[3], dst[3]),
-                                               max(src[4], dst[4]), int(src[2]), now)
+                await self.repo.absorb_unknown(tx, from_id=source, into_id=target, embedding=template.tobytes(),
+                                               first_seen=min(src[3], dst[3]), last_seen=max(src[4], dst[4]),
+                                               count=int(src[2]), now=now)
                 w.put(target, "unknown", template)
             w.gone(source)
             w.events.append(_merged_event(target, source, kinds[target], "merge"))

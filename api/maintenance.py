@@ -80,8 +80,8 @@ async def reembed(settings: Settings, progress=print, chunk: int = 32) -> int:
                 chips = np.stack([cv2.imdecode(np.frombuffer(r[3], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
                                   for r in part])
                 embs = await client.embed_chips(chips)
-                for (table, key, person_id, _), emb in zip(part, embs):
-                    await repo.set_embedding(tx, table, key, emb.astype(np.float32).tobytes(), model, now)
+                for (kind, key, person_id, _), emb in zip(part, embs):
+                    await repo.set_embedding(tx, kind, key, emb.astype(np.float32).tobytes(), model, now)
                     touched.add(person_id)
                 progress(f"  {min(start + chunk, len(rows))}/{len(rows)}")
             for person_id in touched:  # known people: the template is the mean of their samples

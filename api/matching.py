@@ -30,7 +30,7 @@ faiss.omp_set_num_threads(1)  # searches are tiny; threads cost more than they s
 class Match:
     person_id: str
     kind: str  # "known" | "unknown"
-    similarity: float
+    similarity: float | None  # None: a person created for this face, nobody matched
 
 
 class Gallery:
@@ -183,16 +183,16 @@ class Gallery:
         sims, rows = self._index.search(q, min(want, len(self._ids)))
         out: list[Match | None] = []
         for qi, (srow, rrow) in enumerate(zip(sims, rows)):
-            live = [(float(s), int(r)) for s, r in zip(srow, rrow) if r >= 0 and self._ids[r] is not None]
+            live = [(float(sim), int(r)) for sim, r in zip(srow, rrow) if r >= 0 and self._ids[r] is not None]
             if not live:
                 out.append(None)
                 continue
             if exact:
-                s, r = live[0]  # already in order
+                sim, r = live[0]  # already in order
             else:  # re-rank the quantised candidates by their exact similarity
                 cand = [r for _, r in live]
                 exact_sims = np.stack([self._vectors[r] for r in cand]) @ q[qi]
                 best = int(np.argmax(exact_sims))
-                s, r = float(exact_sims[best]), cand[best]
-            out.append(Match(self._ids[r], self._kinds[r], s) if s >= threshold else None)
+                sim, r = float(exact_sims[best]), cand[best]
+            out.append(Match(self._ids[r], self._kinds[r], sim) if sim >= threshold else None)
         return out

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -30,8 +29,8 @@ import numpy as np
 from api.errors import DatabaseUnavailable
 from core.settings import Settings
 from db import schema
+from db.dialect import MYSQL, SQLITE, Dialect, for_settings
 
-LOCK_NAME = "face_analytics_gallery"
 MIGRATION_TIMEOUT_S = 600.0  # schema changes may rewrite tables: not bound by the query timeout
 log = logging.getLogger("api.repository")
 
@@ -45,37 +44,23 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
-def _db_errors():
-    import pymysql
-
-    return (pymysql.err.OperationalError, pymysql.err.InterfaceError, sqlite3.OperationalError,
-            OSError, asyncio.TimeoutError, ConnectionError)
-
-
 class Tx:
-    """A transaction: execute/fetch with %s placeholders on either dialect, each statement
-    bounded by `timeout` seconds (None: SQLite, whose waits are bounded by busy_timeout)."""
+    """A transaction: execute/fetch with %s placeholders on either dialect (the dialect rewrites
+    them), each statement bounded by `timeout` seconds (None: SQLite, whose waits are bounded
+    by busy_timeout)."""
 
-    def __init__(self, cursor, dialect: str, timeout: float | None = None):
+    def __init__(self, cursor, dialect: Dialect, timeout: float | None = None):
         self.cur, self.dialect, self.timeout = cursor, dialect, timeout
-
-    def _sql(self, sql: str) -> str:
-        return sql.replace("%s", "?") if self.dialect == "sqlite" else sql
-
-    def _param(self, v):
-        if self.dialect == "sqlite" and isinstance(v, dt.datetime):
-            return v.isoformat(sep=" ", timespec="microseconds")
-        return v
 
     async def execute(self, sql: str, params: Sequence = (), timeout: float | None = None) -> int:
         async with asyncio.timeout(timeout or self.timeout):
-            await self.cur.execute(self._sql(sql), tuple(self._param(p) for p in params))
+            await self.cur.execute(self.dialect.sql(sql), self.dialect.params(params))
         return self.cur.rowcount
 
     async def executemany(self, sql: str, rows: Sequence[Sequence]) -> None:
         if rows:
             async with asyncio.timeout(self.timeout):
-                await self.cur.executemany(self._sql(sql), [tuple(self._param(p) for p in r) for r in rows])
+                await self.cur.executemany(self.dialect.sql(sql), [self.dialect.params(r) for r in rows])
 
     @property
     def lastrowid(self) -> int:
@@ -93,7 +78,7 @@ class Tx:
 class Database:
     """Connections and transactions for one dialect."""
 
-    dialect = "sqlite"
+    dialect: Dialect
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -103,7 +88,7 @@ class Database:
 
 
 class SQLiteDatabase(Database):
-    dialect = "sqlite"
+    dialect = SQLITE
 
     def __init__(self, path: Path, lock_wait_s: float = 10.0):
         self.path, self.lock_wait_s = path, lock_wait_s
@@ -140,8 +125,7 @@ class SQLiteDatabase(Database):
         try:
             cur = await self.conn.cursor()
             try:
-                # IMMEDIATE takes the write lock up front: it is the cross-process gallery lock
-                await cur.execute("BEGIN IMMEDIATE" if locked else "BEGIN")
+                await cur.execute(self.dialect.begin(locked))
                 try:
                     yield Tx(cur, self.dialect)
                 except BaseException:
@@ -162,10 +146,10 @@ class SQLiteDatabase(Database):
 
 
 class MySQLDatabase(Database):
-    dialect = "mysql"
+    dialect = MYSQL
 
     def __init__(self, settings: Settings):
-        self.s = settings.mysql
+        self.mysql = settings.mysql
         self.limits = settings.database
         self.pool = None
         self._starting = asyncio.Lock()
@@ -179,9 +163,9 @@ class MySQLDatabase(Database):
             # minsize 0: creating the pool opens nothing, so a failed start leaks no connection;
             # the caller's first transaction (migrate) proves the database is there
             self.pool = await aiomysql.create_pool(
-                host=self.s.host, port=self.s.port, user=self.s.user, password=self.s.password,
-                db=self.s.database, minsize=0, maxsize=self.s.pool_max,
-                connect_timeout=self.s.connect_timeout_s, autocommit=False, charset="utf8mb4",
+                host=self.mysql.host, port=self.mysql.port, user=self.mysql.user,
+                password=self.mysql.password, db=self.mysql.database, minsize=0, maxsize=self.mysql.pool_max,
+                connect_timeout=self.mysql.connect_timeout_s, autocommit=False, charset="utf8mb4",
                 pool_recycle=300,
                 # row-lock waits end server-side too, not only at our client-side deadline
                 init_command=f"SET SESSION innodb_lock_wait_timeout={max(1, int(self.limits.lock_wait_s))}")
@@ -195,22 +179,20 @@ class MySQLDatabase(Database):
     async def _take_gallery_lock(self, tx: Tx) -> None:
         wait, lease = self.limits.lock_wait_s, self.limits.lock_lease_s
         for attempt in range(2):
-            row = await tx.fetchone("SELECT GET_LOCK(%s, %s)", (LOCK_NAME, wait), timeout=wait + tx.timeout)
+            row = await tx.fetchone(*self.dialect.take_lock(wait), timeout=wait + tx.timeout)
             if row[0] == 1:
                 return
             if attempt:
                 break
             # The lease: our holders never sit idle inside the locked transaction, so a holder
             # asleep for longer than the lease is hung; ending its session frees the lock.
-            holder = await tx.fetchone(
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = IS_USED_LOCK(%s)"
-                " AND COMMAND = 'Sleep' AND TIME >= %s", (LOCK_NAME, lease))
+            holder = await tx.fetchone(*self.dialect.idle_lock_holder(lease))
             if holder is None:
                 break
             log.warning("database session %s held the gallery lock idle for over %ss: killing it",
                         holder[0], lease)
-            with contextlib.suppress(*_db_errors()[:2]):  # it may have ended by itself meanwhile
-                await tx.execute("KILL CONNECTION %s", (int(holder[0]),))
+            with contextlib.suppress(*self.dialect.connection_errors()):  # it may have ended by itself
+                await tx.execute(*self.dialect.kill_session(holder[0]))
         raise DatabaseUnavailable("timed out waiting for the gallery lock; retry shortly")
 
     @contextlib.asynccontextmanager
@@ -234,17 +216,17 @@ class MySQLDatabase(Database):
                 yield tx
                 async with asyncio.timeout(timeout):
                     await conn.commit()
-            except _db_errors():
+            except self.dialect.unavailable_errors():
                 raise  # the connection is closed below: the server rolls back and unlocks
             except BaseException:
                 async with asyncio.timeout(timeout):
                     await conn.rollback()
                 if locked:
-                    await tx.execute("SELECT RELEASE_LOCK(%s)", (LOCK_NAME,))
+                    await tx.execute(*self.dialect.release_lock())
                 healthy = True
                 raise
             if locked:
-                await tx.execute("SELECT RELEASE_LOCK(%s)", (LOCK_NAME,))
+                await tx.execute(*self.dialect.release_lock())
             await cur.close()
             healthy = True
         finally:
@@ -327,21 +309,21 @@ class HangBreaker:
 class Repository:
     def __init__(self, settings: Settings):
         self.settings = settings
-        if settings.mysql.host:
+        if for_settings(settings) is MYSQL:
             self.db: Database = MySQLDatabase(settings)
         else:
             self.db = SQLiteDatabase(settings.sqlite_path, settings.database.lock_wait_s)
         self.breaker = HangBreaker(settings.database.hang_retry_s)
 
     @property
-    def dialect(self) -> str:
+    def dialect(self) -> Dialect:
         return self.db.dialect
 
     async def start(self) -> None:
         try:
             await self.db.start()
             await self.migrate()
-        except _db_errors() as exc:
+        except self.dialect.unavailable_errors() as exc:
             raise DatabaseUnavailable(f"cannot reach the database ({type(exc).__name__})") from None
 
     async def close(self) -> None:
@@ -358,7 +340,7 @@ class Repository:
         except TimeoutError:
             hung = True
             raise DatabaseUnavailable("the database did not answer in time; retry shortly") from None
-        except _db_errors():
+        except self.dialect.unavailable_errors():
             raise DatabaseUnavailable("the database is unavailable; retry shortly") from None
         finally:
             self.breaker.record(hung)
@@ -458,7 +440,7 @@ class Repository:
                 return True
         return False
 
-    async def insert_known(self, tx: Tx, person_id: str, name: str, embedding: bytes, crop: bytes | None,
+    async def insert_known(self, tx: Tx, *, person_id: str, name: str, embedding: bytes, crop: bytes | None,
                            image: bytes | None, age: float | None, gender: str | None,
                            model: tuple[str, str], now: dt.datetime, sample_count: int = 1) -> None:
         await tx.execute(
@@ -467,7 +449,7 @@ class Repository:
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (person_id, name, embedding, sample_count, crop, image, age, gender, model[0], model[1], now, now))
 
-    async def add_known_sample(self, tx: Tx, person_id: str, embedding: bytes, crop: bytes | None,
+    async def add_known_sample(self, tx: Tx, *, person_id: str, embedding: bytes, crop: bytes | None,
                                image: bytes | None, model: tuple[str, str], now: dt.datetime) -> None:
         await tx.execute(
             "INSERT INTO known_face_samples (person_id, embedding, face_crop, image_data, model_name,"
@@ -511,8 +493,8 @@ class Repository:
         await self.move_detections(tx, from_id, into_id, "known")
         await tx.execute("DELETE FROM known_faces WHERE person_id = %s", (from_id,))
 
-    async def absorb_unknown(self, tx: Tx, from_id: str, into_id: str, embedding: bytes, first_seen, last_seen,
-                             count: int, now: dt.datetime) -> None:
+    async def absorb_unknown(self, tx: Tx, *, from_id: str, into_id: str, embedding: bytes, first_seen: dt.datetime,
+                             last_seen: dt.datetime, count: int, now: dt.datetime) -> None:
         """Unknown into unknown: detections and counts move, the template is the one given."""
         await self.move_detections(tx, from_id, into_id, "unknown")
         await tx.execute("DELETE FROM unknown_faces WHERE person_id = %s", (from_id,))
@@ -643,10 +625,7 @@ class Repository:
 
     async def detections_per_bucket(self, since: dt.datetime, bucket: str) -> dict[str, int]:
         """Detections since ``since`` per hour or per day: {"YYYY-MM-DD HH:00:00": count}."""
-        fmt = {"hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}[bucket]
-        # pymysql formats the query with %: literal percent signs are doubled there
-        expr = (f"strftime('{fmt}', detected_at)" if self.dialect == "sqlite"
-                else f"DATE_FORMAT(detected_at, '{fmt.replace('%', '%%')}')")
+        expr = self.dialect.bucket("detected_at", bucket)
         async with self.transaction() as tx:
             rows = await tx.fetchall(f"SELECT {expr} AS b, COUNT(*) FROM face_detections"
                                      " WHERE detected_at >= %s GROUP BY b", (since,))
@@ -666,7 +645,8 @@ class Repository:
 
     # -- re-embedding after a model change ----------------------------------------------------
     async def stale_crops(self, tx: Tx, model_version: str) -> list[tuple[str, object, str, bytes]]:
-        """(table, row key, person_id, crop) of embeddings made by another model version."""
+        """(kind, row key, person_id, crop) of embeddings made by another model version; kind is
+        "sample" (a known person's sample, keyed by id) or "unknown" (keyed by person_id)."""
         samples = await tx.fetchall(
             "SELECT id, person_id, face_crop FROM known_face_samples WHERE face_crop IS NOT NULL"
             " AND (model_version IS NULL OR model_version <> %s)", (model_version,))
@@ -675,9 +655,9 @@ class Repository:
             " AND (model_version IS NULL OR model_version <> %s)", (model_version,))
         return [("sample", r[0], r[1], r[2]) for r in samples] + [("unknown", r[0], r[1], r[2]) for r in unknown]
 
-    async def set_embedding(self, tx: Tx, table: str, key, embedding: bytes, model: tuple[str, str],
+    async def set_embedding(self, tx: Tx, kind: str, key, embedding: bytes, model: tuple[str, str],
                             now: dt.datetime) -> None:
-        if table == "sample":
+        if kind == "sample":
             await tx.execute("UPDATE known_face_samples SET embedding = %s, model_name = %s, model_version = %s"
                              " WHERE id = %s", (embedding, model[0], model[1], key))
         else:
@@ -722,7 +702,7 @@ class Repository:
             " last_seen, created_at FROM unknown_faces ORDER BY id")
         return known, samples, unknown
 
-    async def import_unknown(self, tx: Tx, person_id: str, embedding: bytes, crop: bytes | None,
+    async def import_unknown(self, tx: Tx, *, person_id: str, embedding: bytes, crop: bytes | None,
                              model: tuple[str, str], detection_count: int, first_seen: dt.datetime,
                              last_seen: dt.datetime, created_at: dt.datetime, now: dt.datetime) -> None:
         await tx.execute(
@@ -792,13 +772,9 @@ class Repository:
         once, and one whose worker died is due again after the lease.
         Returns (id, event_id, event_type, payload, attempts, url, secret); url None: no subscription."""
         async with self.transaction() as tx:
-            if self.dialect == "mysql":
-                await tx.execute("UPDATE webhook_outbox SET claim = %s, next_attempt_at = %s WHERE state = 'pending'"
-                                 " AND next_attempt_at <= %s ORDER BY id LIMIT %s", (claim, lease_until, now, limit))
-            else:
-                await tx.execute("UPDATE webhook_outbox SET claim = %s, next_attempt_at = %s WHERE id IN"
-                                 " (SELECT id FROM webhook_outbox WHERE state = 'pending' AND next_attempt_at <= %s"
-                                 " ORDER BY id LIMIT %s)", (claim, lease_until, now, limit))
+            await tx.execute(self.dialect.update_first("webhook_outbox", "claim = %s, next_attempt_at = %s",
+                                                       "state = 'pending' AND next_attempt_at <= %s"),
+                             (claim, lease_until, now, limit))
             rows = await tx.fetchall(
                 "SELECT o.id, o.event_id, o.event_type, o.payload, o.attempts, s.url, s.secret FROM webhook_outbox o"
                 " LEFT JOIN webhook_subscriptions s ON s.id = o.subscription_id"

@@ -1,38 +1,14 @@
 """Schema and migrations for MySQL/MariaDB and SQLite from one source.
 
-Each migration is a list of statements with type placeholders that are filled per dialect.
+Each migration is a list of statements with type placeholders that
+each dialect fills (db/dialect.py).
 Applied in order at start-up, inside ``schema_version`` bookkeeping; safe to run from
 several workers at once (MySQL: a named lock; SQLite: an immediate transaction).
 """
 
 from __future__ import annotations
 
-TYPES = {
-    "mysql": {
-        "pk": "BIGINT AUTO_INCREMENT PRIMARY KEY",
-        "id": "VARCHAR(128) CHARACTER SET ascii",
-        "name": "VARCHAR(100) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
-        "blob": "BLOB",
-        "bigblob": "LONGBLOB",
-        "ts": "DATETIME(6)",
-        "text": "VARCHAR(64)",
-        "url": "VARCHAR(2048) CHARACTER SET utf8mb4",
-        "longtext": "MEDIUMTEXT CHARACTER SET utf8mb4",
-        "engine": " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
-    },
-    "sqlite": {
-        "pk": "INTEGER PRIMARY KEY AUTOINCREMENT",
-        "id": "TEXT",
-        "name": "TEXT",
-        "blob": "BLOB",
-        "bigblob": "BLOB",
-        "ts": "TEXT",
-        "text": "TEXT",
-        "url": "TEXT",
-        "longtext": "TEXT",
-        "engine": "",
-    },
-}
+from db.dialect import Dialect
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, [
@@ -140,11 +116,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
 ]
 
 
-def statements(dialect: str, version: int) -> list[str]:
-    types = TYPES[dialect]
+def statements(dialect: Dialect, version: int) -> list[str]:
     for v, stmts in MIGRATIONS:
         if v == version:
-            return [s.format(**types) for s in stmts]
+            return [s.format(**dialect.types) for s in stmts]
     raise KeyError(version)
 
 

@@ -123,8 +123,8 @@ def _run_worker(args, ready, go, out):
 def _database(action: str, name: str) -> None:
     import pymysql
 
-    s = _settings(name).mysql
-    conn = pymysql.connect(host=s.host, port=s.port, user=s.user, password=s.password)
+    mysql = _settings(name).mysql
+    conn = pymysql.connect(host=mysql.host, port=mysql.port, user=mysql.user, password=mysql.password)
     try:
         with conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4" if action == "create"

@@ -37,11 +37,7 @@ async def dump_database(api) -> dict[str, list]:
     """Every row of every table, straight from the database."""
     repo = api.app.state.services.repo
     async with repo.transaction() as tx:
-        if repo.dialect == "sqlite":
-            tables = [r[0] for r in await tx.fetchall(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%%'")]
-        else:
-            tables = [r[0] for r in await tx.fetchall("SHOW TABLES")]
+        tables = [r[0] for r in await tx.fetchall(repo.dialect.list_tables())]
         return {t: sorted(map(repr, await tx.fetchall(f"SELECT * FROM {t}"))) for t in sorted(tables)}
 
 

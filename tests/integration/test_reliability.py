@@ -366,7 +366,7 @@ async def test_gallery_lock_held_by_a_hung_session_is_taken_back_after_its_lease
                                                                                 shared_data):
     import pymysql
 
-    from api.repository import LOCK_NAME
+    from db.dialect import MySQLDialect
 
     face = (shared_data / FACE).read_bytes()
     with mysql_database() as name:
@@ -375,7 +375,7 @@ async def test_gallery_lock_held_by_a_hung_session_is_taken_back_after_its_lease
             hung = pymysql.connect(host=MYSQL.host, port=MYSQL.port, user=MYSQL.user, password=MYSQL.password,
                                    database=name)
             with hung.cursor() as cur:  # another replica takes the lock, then hangs
-                cur.execute("SELECT GET_LOCK(%s, 1)", (LOCK_NAME,))
+                cur.execute("SELECT GET_LOCK(%s, 1)", (MySQLDialect.LOCK_NAME,))
                 assert cur.fetchone()[0] == 1
             held_since = time.monotonic()
             t = time.perf_counter()

@@ -209,7 +209,7 @@ def test_the_api_image_starts_the_server_from_its_settings():
     assert image.cmd == ["python", "-m", "api"]
     text = (ROOT / "api" / "__main__.py").read_text()
     for field in ("host", "port", "workers", "log_level"):
-        assert f"s.{field}" in text
+        assert f"server.{field}" in text
 
 
 def test_api_image_is_multi_stage_non_root_without_build_tools():

@@ -1,9 +1,6 @@
-"""Pure rules of the API without a server: person names and ids, the token bucket, and the SQL
-text each database dialect is sent."""
+"""Pure rules of the API without a server: person names and ids, the token bucket, the gender rule."""
 
 from __future__ import annotations
-
-import datetime as dt
 
 import numpy as np
 import pytest
@@ -11,7 +8,6 @@ import pytest
 from api import auth
 from api.errors import InvalidField
 from api.identity import clean_name, slugify
-from api.repository import Tx
 
 
 @pytest.mark.parametrize("name,slug", [
@@ -83,16 +79,6 @@ def test_image_requests_cost_more_than_reads():
 
     s = AuthSettings(image_request_cost=5)
     assert [auth.request_cost(p, s) for p in ("/analyze", "/register", "/analyze/batch", "/stats")] == [5, 5, 5, 1]
-
-
-@pytest.mark.parametrize("dialect,sql,params", [
-    ("mysql", "SELECT a FROM t WHERE b = %s AND c = %s", ("x", dt.datetime(2024, 5, 6, 7, 8, 9, 10))),
-    ("sqlite", "SELECT a FROM t WHERE b = ? AND c = ?", ("x", "2024-05-06 07:08:09.000010")),
-])
-def test_each_dialect_gets_its_placeholders_and_datetimes(dialect, sql, params):
-    tx = Tx(None, dialect)
-    assert tx._sql("SELECT a FROM t WHERE b = %s AND c = %s") == sql
-    assert tuple(tx._param(p) for p in ("x", dt.datetime(2024, 5, 6, 7, 8, 9, 10))) == params
 
 
 @pytest.mark.parametrize("p_male,gender,confidence", [(0.5, "male", 0.5), (0.93, "male", 0.93),
