@@ -12,6 +12,11 @@
                                                  add an export's people to this gallery (same ids);
                                                   refuses embeddings of another model version unless
                                                   --reembed (recomputed from the crops through Triton)
+    python -m api.maintenance add-webhook URL --events E[,E...] [--description D]
+                                                 subscribe a URL to identity events (as POST /webhooks);
+                                                  prints the new subscription's id and secret once
+    python -m api.maintenance list-webhooks      subscriptions with delivery counts (no secrets)
+    python -m api.maintenance remove-webhook ID  unsubscribe; pending deliveries are dropped
 
 Why reembed: embeddings of two model versions are not comparable, so after a promotion of
 face_multitask every stored embedding is recomputed by the new version. The stored crop is
@@ -97,6 +102,33 @@ async def reembed(settings: Settings, progress=print, chunk: int = 32) -> int:
         await repo.close()
 
 
+async def manage_webhooks(settings: Settings, args) -> int:
+    from api import webhooks
+
+    repo = Repository(settings)
+    await repo.start()
+    try:
+        if args.command == "add-webhook":
+            try:
+                url, events = webhooks.check_url(args.url), webhooks.parse_events(args.events)
+            except ValueError as exc:
+                print(exc, file=sys.stderr)
+                return 2
+            secret = webhooks.new_secret()
+            sid, _ = await repo.add_subscription(url, secret, events, args.description)
+            print(f"webhook {sid}: {url} ({events})\nsecret (shown once): {secret}")
+        elif args.command == "list-webhooks":
+            for sid, url, events, desc, created, pending, delivered, failed, error in await repo.list_subscriptions():
+                print(f"{sid}\t{url}\t{events}\tpending {pending}, delivered {delivered}, failed {failed}"
+                      + (f"\tlast error {error}" if error else ""))
+        elif not await repo.delete_subscription(args.id):
+            print(f"no webhook {args.id}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        await repo.close()
+
+
 def transfer(settings: Settings, args) -> int:
     from api import gallery_transfer as gt
 
@@ -136,6 +168,13 @@ def main(argv=None) -> int:
                     help="recompute embeddings of another face_multitask version from their crops (needs Triton)")
     im.add_argument("--model-version", help="the face_multitask version this site serves, when Triton is not "
                                             "running (default: ask Triton)")
+    aw = sub.add_parser("add-webhook")
+    aw.add_argument("url")
+    aw.add_argument("--events", required=True, help='comma list of event types, or "*"')
+    aw.add_argument("--description")
+    sub.add_parser("list-webhooks")
+    rw = sub.add_parser("remove-webhook")
+    rw.add_argument("id", type=int)
     args = p.parse_args(argv)
     settings = get_settings()
     if args.command == "purge":
@@ -145,6 +184,8 @@ def main(argv=None) -> int:
             return 2
         ids = asyncio.run(purge(settings, days))
         print(f"purged {len(ids)} unknown people not seen for {days} days")
+    elif args.command in ("add-webhook", "list-webhooks", "remove-webhook"):
+        return asyncio.run(manage_webhooks(settings, args))
     elif args.command in ("export-gallery", "import-gallery"):
         return transfer(settings, args)
     elif args.command == "reembed":

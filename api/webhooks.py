@@ -29,9 +29,11 @@ import hmac
 import json
 import logging
 import random
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -78,6 +80,17 @@ def parse_events(raw) -> str:
     if unknown:
         raise ValueError(f"events: unknown {', '.join(unknown)}; choose from {', '.join(EVENT_TYPES)} or \"*\"")
     return ANY if ANY in items else ",".join(dict.fromkeys(items))
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("url: an absolute http:// or https:// URL is required")
+    return url.strip()
+
+
+def new_secret() -> str:
+    return f"whsec_{secrets.token_urlsafe(32)}"
 
 
 def _matches(events: str, event_type: str) -> bool:

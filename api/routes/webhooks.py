@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path
 
@@ -12,7 +10,7 @@ from api.errors import InvalidField, NotFound
 from api.deps import RepositoryDep, WebhooksDep
 from api.schemas import (DeliveryCounts, Webhook, WebhookCreate, WebhookCreated, WebhookDeliveries, WebhookDelivery,
                          WebhookList)
-from api.webhooks import parse_events
+from api.webhooks import check_url, new_secret, parse_events
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -26,22 +24,14 @@ FA_WEBHOOK_MAX_ATTEMPTS times. Events are written in the transaction of the iden
 lost when the receiver or the API is down: they are sent once both are back."""
 
 
-def _check_url(url: str) -> str:
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidField("url: an absolute http:// or https:// URL is required")
-    return url.strip()
-
-
 @router.post("", response_model=WebhookCreated, status_code=201, summary="Subscribe a URL to identity events",
              description=DESCRIPTION)
 async def create_webhook(repo: RepositoryDep, hooks: WebhooksDep, body: WebhookCreate):
-    url = _check_url(body.url)
     try:
-        events = parse_events(body.events)
+        url, events = check_url(body.url), parse_events(body.events)
     except ValueError as exc:
         raise InvalidField(str(exc)) from None
-    secret = body.secret or f"whsec_{secrets.token_urlsafe(32)}"
+    secret = body.secret or new_secret()
     sid, created = await repo.add_subscription(url, secret, events, body.description)
     await hooks.refresh()
     return WebhookCreated(id=sid, url=url, events=events.split(","), description=body.description,

@@ -236,3 +236,36 @@ async def test_retention_purge_by_the_maintenance_command_queues_person_deleted(
             assert [e["data"] for e in got.values()] == [{"person_id": girl, "reason": "retention"}]
     finally:
         receiver.stop()
+
+
+def test_subscriptions_from_the_maintenance_command(tmp_path, backend, database):
+    """add-webhook / list-webhooks / remove-webhook against the real database, as an operator runs them."""
+    import os
+    import subprocess
+    import sys
+
+    from core.settings import PROJECT_ROOT
+    from tests.integration.conftest import MYSQL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MYSQL_", "FA_"))}
+    env["FA_DB_SQLITE_PATH"] = str(tmp_path / "cli.sqlite3")
+    if backend == "mysql":
+        env.update(MYSQL_HOST=MYSQL.host, MYSQL_PORT=str(MYSQL.port), MYSQL_USER=MYSQL.user,
+                   MYSQL_PASSWORD=MYSQL.password, MYSQL_DATABASE=database)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "api.maintenance", *args], cwd=PROJECT_ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    out = cli("add-webhook", "http://127.0.0.1:9/hook", "--events", "person.merged,person.deleted")
+    assert out.returncode == 0, out.stderr
+    sid, secret = out.stdout.split(":")[0].split()[1], out.stdout.split("shown once): ")[1].strip()
+    assert secret.startswith("whsec_")
+    listed = cli("list-webhooks")
+    assert f"{sid}\thttp://127.0.0.1:9/hook\tperson.merged,person.deleted\tpending 0" in listed.stdout
+    assert secret not in listed.stdout
+    assert cli("add-webhook", "file:///etc/passwd", "--events", "*").returncode == 2
+    assert cli("add-webhook", "http://127.0.0.1:9/x", "--events", "person.sneezed").returncode == 2
+    assert cli("remove-webhook", sid).returncode == 0
+    assert cli("remove-webhook", sid).returncode == 1
+    assert cli("list-webhooks").stdout == ""
