@@ -139,6 +139,25 @@ def health_status(status: str) -> int:
     return 200 if status == "healthy" else 503
 
 
+class GalleryReembedding(ApiError):
+    """Identity is paused: the face_multitask version the gallery's embeddings are in is not
+    the one that embedded this photo (or is not served); embeddings of two versions are never
+    compared. Ends when the reembed job has run (docs/kubernetes.md)."""
+
+    status, code = 503, "gallery_reembedding"
+    retry_after = 30
+
+
+class ModelVersionUnavailable(GalleryReembedding):
+    """The gallery's face_multitask version is not served by Triton."""
+
+
+class EmbeddingVersionMismatch(GalleryReembedding):
+    """The photo was embedded by another version than the gallery's (it moved meanwhile)."""
+
+    retry_after = 1
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"success": False, "error": code, "message": message}, status_code=status,
                         headers=headers)

@@ -160,7 +160,7 @@ async def served_model(settings: Settings) -> tuple[str, str]:
     return settings.triton.multitask_model, str(status["mlflow_version"])
 
 
-async def _reembed(settings: Settings, chips: list[bytes], chunk: int = 32) -> np.ndarray:
+async def _reembed(settings: Settings, chips: list[bytes], version: str, chunk: int = 32) -> np.ndarray:
     import cv2
 
     from api.inference import InferenceClient
@@ -170,7 +170,7 @@ async def _reembed(settings: Settings, chips: list[bytes], chunk: int = 32) -> n
         for start in range(0, len(chips), chunk):
             part = np.stack([cv2.imdecode(np.frombuffer(c, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
                              for c in chips[start:start + chunk]])
-            out.append((await client.embed_chips(part)).astype(np.float32))
+            out.append((await client.embed_chips(part, version)).astype(np.float32))
     finally:
         await client.close()
     return np.concatenate(out) if out else np.zeros((0, DIM), np.float32)
@@ -198,7 +198,7 @@ async def import_gallery(settings: Settings, path: Path, reembed: bool = False,
         if missing:
             raise TransferError(f"{len(missing)} embeddings of another model version have no crop to re-embed")
         progress(f"re-embedding {len(stale)} faces with {model[0]} v{model[1]}")
-        fresh = await _reembed(settings, [crops[sample["crop"]] for sample in stale])
+        fresh = await _reembed(settings, [crops[sample["crop"]] for sample in stale], model[1])
         for sample, emb in zip(stale, fresh):
             vectors[sample["embedding_row"]] = emb
             sample["model_name"], sample["model_version"] = model

@@ -10,7 +10,12 @@ Every worker holds the gallery in memory (api.matching) and keeps it equal to th
   database, and an unchanged vector leaves no tombstone);
 - a replay reads everything it needs first, then applies it, then advances the position: a
   database error in the middle leaves the position where it was, so nothing is skipped;
-- searches, replays and reloads all hold the same asyncio lock.
+- searches, replays and reloads all hold the same asyncio lock;
+- sightings of people already in the gallery (the common /analyze) are written without the
+  database-wide lock: each matched person's row is locked instead (Repository.lock_persons),
+  and every change that merges, promotes or deletes a person locks that row too, so a sighting
+  and a change of the same person are serialised, and a sighting whose person changed since
+  the search goes through the locked path after all.
 So twenty concurrent requests with the same new face create exactly one unknown person, on
 any number of workers, and each worker's gallery holds exactly the templates of the database.
 """
@@ -31,7 +36,7 @@ import cv2
 import numpy as np
 
 from api import metrics
-from api.errors import (FaceMatchesOtherPerson, FaceMismatch, InvalidField, LastSample, NameTaken, NoFace,
+from api.errors import (DatabaseUnavailable, EmbeddingVersionMismatch, FaceMatchesOtherPerson, GalleryReembedding, FaceMismatch, InvalidField, LastSample, NameTaken, NoFace,
                         NotFound, TooManyFaces)
 from api.inference import Analysis, Face
 from api.matching import Gallery, Match
@@ -108,8 +113,8 @@ class _Write:
     changes: list[GalleryEntry] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)  # webhook events, queued in the same transaction
 
-    def put(self, person_id: str, kind: str, vector: np.ndarray, name: str | None = None) -> None:
-        self.changes.append(GalleryEntry(person_id, kind, np.asarray(vector, np.float32), name))
+    def put(self, person_id: str, kind: str, vector: np.ndarray, name: str | None, model_version: str | None) -> None:
+        self.changes.append(GalleryEntry(person_id, kind, np.asarray(vector, np.float32), name, model_version))
 
     def gone(self, person_id: str) -> None:
         self.changes.append(GalleryEntry(person_id, None, None, None))
@@ -123,7 +128,9 @@ class IdentityService:
         self.seq = 0  # position in gallery_changes this worker's gallery reflects
         self.rows_applied = 0  # change-log rows taken in since the last load (exactly once each)
         self.lock = asyncio.Lock()
-        self.model = ("face_multitask", "unknown")
+        self.model = ("face_multitask", "unknown")  # served version as polled (for /health)
+        self.versions: dict[str, str | None] = {}  # person_id -> face_multitask version of the template
+        self.version_count: dict[str | None, int] = {}
         self.webhooks: Webhooks | None = None  # set by the app: events of identity changes
 
     @property
@@ -139,6 +146,40 @@ class IdentityService:
             gallery.load([e.person_id for e in entries], [e.kind for e in entries], vecs)
             self.gallery, self.seq, self.rows_applied = gallery, seq, 0
             self.names = {e.person_id: e.name for e in entries if e.kind == "known"}
+            self.versions, self.version_count = {}, {}
+            for e in entries:
+                self._count_version(e.person_id, e.model_version)
+
+    def _count_version(self, person_id: str, version: str | None, gone: bool = False) -> None:
+        old = self.versions.pop(person_id, ...)
+        if old is not ...:
+            self.version_count[old] -= 1
+            if not self.version_count[old]:
+                del self.version_count[old]
+        if not gone:
+            self.versions[person_id] = version
+            self.version_count[version] = self.version_count.get(version, 0) + 1
+
+    @property
+    def gallery_version(self) -> str | None:
+        """The face_multitask version every template of the gallery is in; None: empty gallery.
+        GalleryReembedding when they are not all in one version (rows older than this guard,
+        or a reembed that could not re-embed everything)."""
+        if len(self.version_count) > 1 or None in self.version_count:
+            raise GalleryReembedding(
+                "the gallery holds embeddings of several face_multitask versions "
+                f"({', '.join(sorted(str(v) for v in self.version_count))}); identity resumes once the "
+                "reembed job has re-embedded them with one version")
+        return next(iter(self.version_count), None)
+
+    def _check_version(self, analysis: Analysis) -> None:
+        """Embeddings of two face_multitask versions are never compared. Caller holds self.lock
+        (just replayed); an empty gallery takes whichever version comes first."""
+        wanted = self.gallery_version
+        if analysis.model_version is None or wanted is not None and analysis.model_version != wanted:
+            raise EmbeddingVersionMismatch(
+                f"the photo was embedded by face_multitask v{analysis.model_version} but the gallery is in "
+                f"v{wanted}; retry (the service asks for the gallery's version)")
 
     async def refresh_model(self, inference) -> None:
         """Which face_multitask version serves: stored with every embedding, because
@@ -149,6 +190,7 @@ class IdentityService:
 
     def _apply(self, changes: list[GalleryEntry]) -> None:
         for c in changes:
+            self._count_version(c.person_id, c.model_version, gone=c.kind is None)
             if c.kind is None:
                 self.gallery.remove(c.person_id)
                 self.names.pop(c.person_id, None)
@@ -164,6 +206,21 @@ class IdentityService:
         changes, seq, rows = await self.repo.changes_since(tx, self.seq)  # every read happens here
         self._apply(changes)
         self.seq, self.rows_applied = seq, self.rows_applied + rows  # only once applied
+
+    async def in_gallery_version(self, work):
+        """Run `work(version)`: inference that asks face_multitask for the gallery's version, then
+        the identity step, which refuses embeddings of another version. If the gallery moved to
+        another version meanwhile (a reembed committed, perhaps not replayed here yet), once more
+        in the new one; otherwise a version that is not served, or a gallery not in one version,
+        is 503 gallery_reembedding (api.errors) until the reembed job has run."""
+        version = self.gallery_version
+        try:
+            return await work(version)
+        except GalleryReembedding:
+            await self.sync()
+            if self.gallery_version == version:
+                raise
+            return await work(self.gallery_version)
 
     async def sync(self) -> None:
         """Pick up what other workers changed (called periodically)."""
@@ -206,7 +263,13 @@ class IdentityService:
         matches nobody becomes a new unknown person unless `remember` says no for it (below
         the quality gate): then it is returned with no person_id and leaves no row.
         `candidates`: also the k nearest people per face, from the gallery as it was before
-        this photo's writes."""
+        this photo's writes.
+
+        The database-wide lock is taken only when a new unknown must be created: a photo whose
+        faces all match someone (the common case) is matched against the replayed gallery and
+        its sightings written without it, each matched person's row locked instead (see
+        _sightings). Only the locked path creates people, after replaying and matching again
+        under the lock, so one face still makes exactly one unknown across workers and pods."""
         faces = analysis.faces
         if not faces or mode == "detect":
             return [Identified(f, None, None, None, None) for f in faces]
@@ -214,11 +277,71 @@ class IdentityService:
         remember = remember or [True] * len(faces)
         embs = np.stack([f.embedding for f in faces])
         if mode == "search":
-            return await self._search_only(faces, embs, threshold, candidates)
+            return await self._search_only(analysis, embs, threshold, candidates)
+        matches, tops = await self._search_replayed(analysis, embs, threshold, candidates)
+        results = None
+        if all(m is not None or not keep for m, keep in zip(matches, remember)):
+            with contextlib.suppress(DatabaseUnavailable):  # e.g. an InnoDB deadlock victim: take the lock
+                results = await self._sightings(faces, matches)
+        if results is None:
+            results, tops = await self._identify_locked(analysis, remember, threshold, candidates)
+        for r, top in zip(results, tops or ()):
+            r.candidates = top
+        for r in results:
+            if r.person_id is None:
+                metrics.IDENTITIES.labels("below_quality_gate").inc()
+                continue
+            metrics.IDENTITIES.labels(r.kind if r.similarity is not None or r.kind == "known" else "new_unknown").inc()
+        return results
+
+    async def _search_replayed(self, analysis: Analysis, embs: np.ndarray, threshold: float, candidates: int):
+        """Matches (and candidates) against the gallery brought up to date with the change log."""
+        async with self.lock:
+            async with self.repo.transaction() as tx:
+                await self._replay(tx)
+            self._check_version(analysis)
+            return self.gallery.search(embs, threshold), self._top(embs, candidates)
+
+    async def _sightings(self, faces: list[Face], matches: list[Match | None]) -> list[Identified] | None:
+        """Write the sightings of faces that all matched someone, without the gallery lock.
+        Each matched person's row is locked first; a person merged, promoted or deleted since
+        our search (the row is gone or changed kind) sends the request to the locked path, and
+        a change that comes after waits for our commit and then carries our rows along."""
         now = utcnow()
+        ids = [m.person_id for m in matches if m is not None]
+        async with self.repo.transaction(write=True) as tx:
+            current = await self.repo.lock_persons(tx, ids)
+            if any(current.get(m.person_id, (None,))[0] != m.kind for m in matches if m is not None):
+                return None  # nothing written; the locked path decides again
+            counts: dict[str, int] = {}
+            for m in matches:
+                if m is not None and m.kind == "unknown":
+                    counts[m.person_id] = counts.get(m.person_id, 0) + 1
+            await self.repo.bump_unknowns(tx, counts, now)
+            await self.repo.insert_detections(
+                tx, [self._detection_row(f, m, now) for f, m in zip(faces, matches) if m is not None])
+            results = [Identified(f, m.kind, m.person_id, current[m.person_id][1], m.similarity) if m else
+                       Identified(f, "unknown", None, None, None) for f, m in zip(faces, matches)]
+            queued = 0
+            if self.webhooks:  # in this transaction, as on the locked path (rows locked: counts exact)
+                w = _Write(tx)
+                await self._sighting_events(w, results, set(), counts)
+                queued = await self.webhooks.queue(tx, w.events) if w.events else 0
+        if queued:
+            self.webhooks.queued.set()
+        return results
+
+    async def _identify_locked(self, analysis: Analysis, remember: list[bool], threshold: float,
+                               candidates: int):
+        """Under the gallery lock: replay, check the version again, match again, create the new unknowns."""
+        now, faces = utcnow(), analysis.faces
+        model = (self.settings.triton.multitask_model, analysis.model_version)
         async with self._writing() as w:
+            self._check_version(analysis)
+            embs = np.stack([f.embedding for f in faces])
             matches = self.gallery.search(embs, threshold)
             tops = self._top(embs, candidates)
+            await self.repo.lock_persons(w.tx, [m.person_id for m in matches if m is not None])
             new_rows, new_vecs, counts, results, det_rows = [], [], {}, [], []
             for face, m, keep in zip(faces, matches, remember):
                 if m is None and new_vecs:
@@ -234,7 +357,7 @@ class IdentityService:
                     pid = new_unknown_id()
                     while pid in self.gallery or any(r[0] == pid for r in new_rows):
                         pid = new_unknown_id()
-                    new_rows.append((pid, face.embedding.tobytes(), encode_crop(face.chip), *self.model, now))
+                    new_rows.append((pid, face.embedding.tobytes(), encode_crop(face.chip), *model, now))
                     new_vecs.append(face.embedding)
                     m = Match(pid, "unknown", similarity=None)  # a new person: nobody matched
                 if m.kind == "unknown":
@@ -247,15 +370,8 @@ class IdentityService:
             if self.webhooks:
                 await self._sighting_events(w, results, {r[0] for r in new_rows}, counts)
             for (pid, *_), vec in zip(new_rows, new_vecs):
-                w.put(pid, "unknown", vec)
-        for r, top in zip(results, tops or ()):
-            r.candidates = top
-        for r in results:
-            if r.person_id is None:
-                metrics.IDENTITIES.labels("below_quality_gate").inc()
-                continue
-            metrics.IDENTITIES.labels(r.kind if r.similarity is not None or r.kind == "known" else "new_unknown").inc()
-        return results
+                w.put(pid, "unknown", vec, None, analysis.model_version)
+        return results, tops
 
     async def _sighting_events(self, w: _Write, results: list[Identified], created: set[str],
                                counts: dict[str, int]) -> None:
@@ -285,12 +401,14 @@ class IdentityService:
                         **data, "detection_count": n, "similarity": None if r.similarity is None else
                         round(r.similarity, 4), "face": face_data(r.face)}))
 
-    async def _search_only(self, faces: list[Face], embs: np.ndarray, threshold: float,
+    async def _search_only(self, analysis: Analysis, embs: np.ndarray, threshold: float,
                            candidates: int = 0) -> list[Identified]:
         """mode=search: up to date with the change log, then a search; nothing is written."""
+        faces = analysis.faces
         async with self.lock:
             async with self.repo.transaction() as tx:
                 await self._replay(tx)
+            self._check_version(analysis)
             matches = self.gallery.search(embs, threshold)
             names = {m.person_id: self.names.get(m.person_id) for m in matches if m}
             tops = self._top(embs, candidates) or [None] * len(faces)
@@ -312,8 +430,10 @@ class IdentityService:
         now = utcnow()
         crop = encode_crop(face.chip)
         stored_image = image if self.settings.database.store_original_image else None
+        model = (self.settings.triton.multitask_model, analysis.model_version)
         async with self._writing() as w:
             tx = w.tx
+            self._check_version(analysis)
             match = self.gallery.search(face.embedding[None], self.threshold)[0]
             existing = await self.repo.known_by_name(tx, name)
             similarity = None
@@ -333,14 +453,16 @@ class IdentityService:
                         "force=true to create a separate person")
                 person_id, created = await self._new_known_id(tx, name, now), True
             promoted = match.person_id if match and match.kind == "unknown" else None
+            if promoted:
+                await self.repo.lock_persons(tx, [promoted])
             template, samples = await self._add_sample(
                 tx, person_id, name, face.embedding, crop, stored_image, now, created,
-                face_age=face.age, face_gender=face.gender)
+                face_age=face.age, face_gender=face.gender, model=model)
             if promoted:
                 await self.repo.promote_unknown(tx, promoted, person_id)
                 w.gone(promoted)
                 w.events.append(_merged_event(person_id, promoted, "known", "register"))
-            w.put(person_id, "known", template, name)
+            w.put(person_id, "known", template, name, analysis.model_version)
         return Registered(person_id, created, samples, promoted, similarity)
 
     async def _new_known_id(self, tx: Tx, name: str, now: dt.datetime) -> str:
@@ -354,8 +476,7 @@ class IdentityService:
     async def _add_sample(self, tx: Tx, person_id: str, name: str, emb: np.ndarray, crop: bytes | None,
                           image: bytes | None, now: dt.datetime, created: bool,
                           face_age: float | None = None, face_gender: str | None = None,
-                          model: tuple[str, str] | None = None):
-        model = model or self.model
+                          model: tuple[str, str | None] = ("face_multitask", None)):
         await self.repo.add_known_sample(tx, person_id=person_id, embedding=emb.tobytes(), crop=crop, image=image,
                                          model=model, now=now)
         template, count = await self._retemplate(tx, person_id, now) if not created else (emb, 1)
@@ -372,11 +493,11 @@ class IdentityService:
         return template, len(samples)
 
     async def _kind(self, tx: Tx, person_id: str) -> str:
-        if await self.repo.known_row(tx, person_id):
-            return "known"
-        if await self.repo.unknown_row(tx, person_id):
-            return "unknown"
-        raise NotFound(f"no person {person_id}")
+        """known/unknown, the person's row locked until the commit (api.repository.lock_persons)."""
+        found = (await self.repo.lock_persons(tx, [person_id])).get(person_id)
+        if found is None:
+            raise NotFound(f"no person {person_id}")
+        return found[0]
 
     async def _name_free(self, tx: Tx, name: str, person_id: str) -> None:
         owner = await self.repo.known_by_name(tx, name)
@@ -395,7 +516,7 @@ class IdentityService:
             if kind == "known":
                 await self.repo.rename_known(tx, person_id, name, now)
                 w.put(person_id, "known", np.frombuffer((await self.repo.known_row(tx, person_id))[1], np.float32),
-                      name)
+                      name, self.versions.get(person_id))
                 return person_id
             row = await self.repo.unknown_row(tx, person_id)
             emb = np.frombuffer(row[0], np.float32)
@@ -404,7 +525,7 @@ class IdentityService:
                                                  model=(row[5], row[6]))
             await self.repo.promote_unknown(tx, person_id, target)
             w.gone(person_id)
-            w.put(target, "known", template, name)
+            w.put(target, "known", template, name, row[6])
             w.events.append(_merged_event(target, person_id, "known", "named"))
         return target
 
@@ -416,6 +537,7 @@ class IdentityService:
         now = utcnow()
         async with self._writing() as w:
             tx = w.tx
+            await self.repo.lock_persons(tx, [person_id, into])  # both rows, in id order
             kinds = {p: await self._kind(tx, p) for p in (person_id, into)}
             source, target = person_id, into
             if kinds[source] == "known" and kinds[target] == "unknown":
@@ -430,7 +552,7 @@ class IdentityService:
                                                      image=None, model=(row[5], row[6]), now=now)
                     await self.repo.promote_unknown(tx, source, target)
                 template, _ = await self._retemplate(tx, target, now)
-                w.put(target, "known", template, name)
+                w.put(target, "known", template, name, self.versions.get(target))
             else:
                 src, dst = await self.repo.unknown_row(tx, source), await self.repo.unknown_row(tx, target)
                 template = normalised_mean(np.stack([np.frombuffer(dst[0], np.float32),
@@ -438,7 +560,7 @@ class IdentityService:
                 await self.repo.absorb_unknown(tx, from_id=source, into_id=target, embedding=template.tobytes(),
                                                first_seen=min(src[3], dst[3]), last_seen=max(src[4], dst[4]),
                                                count=int(src[2]), now=now)
-                w.put(target, "unknown", template)
+                w.put(target, "unknown", template, None, self.versions.get(target))
             w.gone(source)
             w.events.append(_merged_event(target, source, kinds[target], "merge"))
         return Merged(target, source, kinds[target])
@@ -457,11 +579,12 @@ class IdentityService:
                                  f"DELETE /persons/{person_id} erases the person")
             await self.repo.delete_sample(tx, person_id, sample_id)
             template, count = await self._retemplate(tx, person_id, now)
-            w.put(person_id, "known", template, (await self.repo.known_row(tx, person_id))[0])
+            w.put(person_id, "known", template, (await self.repo.known_row(tx, person_id))[0], self.versions.get(person_id))
         return count
 
     async def delete_person(self, person_id: str) -> int:
         async with self._writing() as w:
+            await self.repo.lock_persons(w.tx, [person_id])
             n = await self.repo.delete_person(w.tx, person_id)
             if n == 0:
                 raise NotFound(f"no person {person_id}")
@@ -470,11 +593,17 @@ class IdentityService:
         return n
 
     # -- /verify -----------------------------------------------------------------------------
-    async def template_of(self, person_id: str) -> tuple[str, str | None, np.ndarray]:
+    async def template_of(self, person_id: str, analysis: Analysis) -> tuple[str, str | None, np.ndarray]:
+        """A person's template, to compare with a face of `analysis`: only within one version."""
         found = await self.repo.template(person_id)
         if found is None:
             raise NotFound(f"no person {person_id}")
-        return found
+        kind, name, template, version = found
+        if version != analysis.model_version:
+            raise EmbeddingVersionMismatch(
+                f"{person_id}'s template is in face_multitask v{version}, the photo was embedded by "
+                f"v{analysis.model_version}; retry once the reembed job has run")
+        return kind, name, template
 
 
 def _merged_event(survivor: str, merged: str, identity: str, reason: str) -> Event:

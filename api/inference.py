@@ -12,13 +12,13 @@ from tritonclient.utils import InferenceServerException
 
 from api import metrics
 from api.disconnect import unless_client_gone
-from api.errors import InferenceUnavailable, InvalidImage
+from api.errors import InferenceUnavailable, InvalidImage, ModelVersionUnavailable
 from api.triton_targets import is_multi, replica_addresses
 from core.settings import TritonSettings
 from pipeline import contract as C
 
 OUTPUTS = (C.PL_BOXES, C.PL_SCORES, C.PL_LANDMARKS, C.PL_EMBEDDINGS, C.PL_AGE, C.PL_GENDER, C.PL_CHIPS,
-           C.PL_IMAGE_SIZE)
+           C.PL_IMAGE_SIZE, C.PL_MULTITASK_VERSION)
 
 
 @dataclass
@@ -52,6 +52,9 @@ class Analysis:
     width: int
     height: int
     faces_limited_to: int | None = None  # set when the photo had more faces than max_faces
+    # the face_multitask version that made the embeddings, as the pipeline reports it (it names
+    # the version in every call it makes); embeddings of two versions are never compared
+    model_version: str | None = None
 
 
 def _channel_args(settings: TritonSettings) -> list[tuple[str, object]] | None:
@@ -104,13 +107,18 @@ class InferenceClient:
             task.cancel()
         await self._client.close()
 
-    async def analyze(self, data: bytes, min_face_size: int = 0, max_faces: int = 0) -> Analysis:
+    async def analyze(self, data: bytes, min_face_size: int = 0, max_faces: int = 0,
+                      multitask_version: str | None = None) -> Analysis:
+        """`multitask_version`: embed with this face_multitask version (the gallery's); None:
+        the pipeline's default. ModelVersionUnavailable when that version is not served."""
         image = grpcaio.InferInput(C.PL_IMAGE, [1, 1], "BYTES")
         image.set_data_from_numpy(np.array([[data]], dtype=np.object_))
         inputs = [image]
         # one more than the cap: the largest N are kept, and the extra one tells us it applied
         ask = max_faces + 1 if max_faces else 0
-        for name, value in ((C.PL_MIN_FACE_SIZE, min_face_size), (C.PL_MAX_FACES, ask)):
+        version = int(multitask_version) if multitask_version and multitask_version.isdigit() else 0
+        for name, value in ((C.PL_MIN_FACE_SIZE, min_face_size), (C.PL_MAX_FACES, ask),
+                            (C.PL_MULTITASK_VERSION, version)):
             if value:
                 t = grpcaio.InferInput(name, [1, 1], "INT32")
                 t.set_data_from_numpy(np.array([[value]], np.int32))
@@ -128,6 +136,11 @@ class InferenceClient:
             message = exc.message() or ""
             if C.INVALID_IMAGE_PREFIX in message:
                 raise InvalidImage(message[message.index(C.INVALID_IMAGE_PREFIX):]) from None
+            if C.VERSION_UNAVAILABLE_PREFIX in message:
+                raise ModelVersionUnavailable(
+                    f"face_multitask v{version}, the version the gallery's embeddings are in, is not served; "
+                    "faces are matched again once the reembed job has re-embedded the gallery with the "
+                    "served version (mode=detect works meanwhile)") from None
             raise InferenceUnavailable("the inference server is unavailable; retry shortly") from None
         finally:
             metrics.TRITON_LATENCY.observe(time.perf_counter() - started)
@@ -140,16 +153,19 @@ class InferenceClient:
             for i in range(len(out[C.PL_BOXES]))
         ]
         w, h = (int(v) for v in out[C.PL_IMAGE_SIZE])
-        if max_faces and len(faces) > max_faces:
-            return Analysis(faces[:max_faces], w, h, faces_limited_to=max_faces)  # largest first
-        return Analysis(faces, w, h)
+        made_by = int(out[C.PL_MULTITASK_VERSION].reshape(-1)[0])
+        model_version = str(made_by) if made_by > 0 else None
+        if max_faces and len(faces) > max_faces:  # largest first
+            return Analysis(faces[:max_faces], w, h, faces_limited_to=max_faces, model_version=model_version)
+        return Analysis(faces, w, h, model_version=model_version)
 
-    async def embed_chips(self, chips: np.ndarray) -> np.ndarray:
-        """Embeddings of stored face canvases by the served face_multitask (for re-embedding)."""
+    async def embed_chips(self, chips: np.ndarray, version: str) -> np.ndarray:
+        """Embeddings of stored face canvases by face_multitask `version` (named in the call:
+        while two versions are loaded, Triton's own choice would be the highest)."""
         t = grpcaio.InferInput(C.MT_INPUT, list(chips.shape), "UINT8")
         t.set_data_from_numpy(np.ascontiguousarray(chips, np.uint8))
         try:
-            result = await self.client.infer(self.settings.multitask_model, [t],
+            result = await self.client.infer(self.settings.multitask_model, [t], model_version=version,
                                              outputs=[grpcaio.InferRequestedOutput(C.MT_EMBEDDING)],
                                              client_timeout=self.settings.timeout_s)
         except InferenceServerException:
@@ -181,6 +197,23 @@ class InferenceClient:
         names = (self.settings.detector_model, self.settings.multitask_model, self.settings.pipeline_model)
         entries = await asyncio.gather(*(self._model_status(client, n) for n in names))
         return dict(zip(names, entries))
+
+    async def version_ready(self, version: str) -> bool:
+        """Whether Triton serves this face_multitask version (for /health)."""
+        try:
+            return await self.client.is_model_ready(self.settings.multitask_model, version, client_timeout=2)
+        except Exception:  # noqa: BLE001 - unreachable counts as not served
+            return False
+
+    async def default_multitask_version(self) -> str | None:
+        """The face_multitask version face_pipeline embeds with when asked for none (@production)."""
+        try:
+            cfg = (await self.client.get_model_config(self.settings.pipeline_model, as_json=True,
+                                                      client_timeout=5))["config"]
+        except InferenceServerException:
+            raise InferenceUnavailable("the inference server is unavailable; retry shortly") from None
+        value = cfg.get("parameters", {}).get("multitask_version", {}).get("string_value", "")
+        return value if value.isdigit() and int(value) > 0 else None
 
     async def _model_status(self, client: grpcaio.InferenceServerClient, name: str) -> dict:
         entry = {"ready": False, "version": None, "mlflow_version": None}

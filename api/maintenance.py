@@ -3,7 +3,8 @@
     python -m api.maintenance purge [--days N]   erase unknown people not seen for N days
                                                   (default FA_RETENTION_DAYS) with their detections
     python -m api.maintenance add-key --label L  create an API key; prints it once, stores its hash
-    python -m api.maintenance reembed            re-compute stored embeddings made by another
+    python -m api.maintenance reembed [--version V]
+                                                  re-compute stored embeddings made by another
                                                   face_multitask version from the stored face crops
     python -m api.maintenance export-gallery FILE
                                                  people, samples, embeddings (with their model
@@ -19,8 +20,11 @@
     python -m api.maintenance remove-webhook ID  unsubscribe; pending deliveries are dropped
 
 Why reembed: embeddings of two model versions are not comparable, so after a promotion of
-face_multitask every stored embedding is recomputed by the new version. The stored crop is
-exactly the aligned canvas the model takes, so no original photo is needed.
+face_multitask every stored embedding is recomputed by the new version (default: the version
+face_pipeline embeds with when asked for none, i.e. @production as published). The stored crop
+is exactly the aligned canvas the model takes, so no original photo is needed. It runs in one
+transaction under the gallery lock: the API workers see the whole gallery move to the new
+version at once, and from then on ask Triton for that version (api.identity).
 
 Running API workers drop purged people from their galleries within FA_MATCH_SYNC_INTERVAL_S.
 """
@@ -62,7 +66,7 @@ async def add_key(settings: Settings, label: str) -> str:
     return key
 
 
-async def reembed(settings: Settings, progress=print, chunk: int = 32) -> int:
+async def reembed(settings: Settings, progress=print, chunk: int = 32, version: str | None = None) -> int:
     import cv2
     import numpy as np
 
@@ -72,10 +76,10 @@ async def reembed(settings: Settings, progress=print, chunk: int = 32) -> int:
     repo, client = Repository(settings), InferenceClient(settings.triton)
     await repo.start()
     try:
-        status = (await client.model_status())[settings.triton.multitask_model]
-        if not status["ready"] or not status["mlflow_version"]:
-            raise SystemExit("face_multitask is not served; start Triton first")
-        model = (settings.triton.multitask_model, status["mlflow_version"])
+        version = version or await client.default_multitask_version()
+        if not version or not await client.client.is_model_ready(settings.triton.multitask_model, version):
+            raise SystemExit(f"face_multitask v{version} is not served; start Triton / publish first")
+        model = (settings.triton.multitask_model, version)
         async with repo.transaction(locked=True) as tx:
             rows = await repo.stale_crops(tx, model[1])
             progress(f"re-embedding {len(rows)} stored faces with {model[0]} v{model[1]}")
@@ -84,7 +88,7 @@ async def reembed(settings: Settings, progress=print, chunk: int = 32) -> int:
                 part = rows[start:start + chunk]
                 chips = np.stack([cv2.imdecode(np.frombuffer(r[3], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
                                   for r in part])
-                embs = await client.embed_chips(chips)
+                embs = await client.embed_chips(chips, version)
                 for (kind, key, person_id, _), emb in zip(part, embs):
                     await repo.set_embedding(tx, kind, key, emb.astype(np.float32).tobytes(), model, now)
                     touched.add(person_id)
@@ -159,7 +163,8 @@ def main(argv=None) -> int:
     pg.add_argument("--days", type=int)
     ak = sub.add_parser("add-key")
     ak.add_argument("--label", required=True)
-    sub.add_parser("reembed")
+    re_ = sub.add_parser("reembed")
+    re_.add_argument("--version", help="face_multitask version to embed with (default: face_pipeline's default)")
     ex = sub.add_parser("export-gallery")
     ex.add_argument("file")
     im = sub.add_parser("import-gallery")
@@ -189,7 +194,7 @@ def main(argv=None) -> int:
     elif args.command in ("export-gallery", "import-gallery"):
         return transfer(settings, args)
     elif args.command == "reembed":
-        n = asyncio.run(reembed(settings))
+        n = asyncio.run(reembed(settings, version=args.version))
         print(f"re-embedded {n} stored faces")
     else:
         print(asyncio.run(add_key(settings, args.label)))

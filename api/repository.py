@@ -83,7 +83,9 @@ class Database:
     async def start(self) -> None: ...
     async def close(self) -> None: ...
 
-    def transaction(self, locked: bool = False) -> contextlib.AbstractAsyncContextManager[Tx]:
+    def transaction(self, locked: bool = False, write: bool = False) -> contextlib.AbstractAsyncContextManager[Tx]:
+        """locked: under the database-wide gallery lock; write: a transaction that will write
+        without that lock (SQLite must still take its write lock up front)."""
         raise NotImplementedError
 
 
@@ -117,7 +119,7 @@ class SQLiteDatabase(Database):
             self.conn = None
 
     @contextlib.asynccontextmanager
-    async def transaction(self, locked: bool = False) -> AsyncIterator[Tx]:
+    async def transaction(self, locked: bool = False, write: bool = False) -> AsyncIterator[Tx]:
         if self.conn is None:
             raise DatabaseUnavailable("the database is not connected")
         async with asyncio.timeout(self.lock_wait_s):
@@ -125,7 +127,7 @@ class SQLiteDatabase(Database):
         try:
             cur = await self.conn.cursor()
             try:
-                await cur.execute(self.dialect.begin(locked))
+                await cur.execute(self.dialect.begin(locked or write))
                 try:
                     yield Tx(cur, self.dialect)
                 except BaseException:
@@ -196,7 +198,7 @@ class MySQLDatabase(Database):
         raise DatabaseUnavailable("timed out waiting for the gallery lock; retry shortly")
 
     @contextlib.asynccontextmanager
-    async def transaction(self, locked: bool = False) -> AsyncIterator[Tx]:
+    async def transaction(self, locked: bool = False, write: bool = False) -> AsyncIterator[Tx]:
         if self.pool is None:
             await self.start()
         timeout = self.limits.query_timeout_s
@@ -256,6 +258,7 @@ class GalleryEntry:
     kind: str | None  # "known" | "unknown" | None: the person is gone
     vector: np.ndarray | None
     name: str | None
+    model_version: str | None = None  # the face_multitask version that made `vector`
 
 
 @dataclass
@@ -330,12 +333,12 @@ class Repository:
         await self.db.close()
 
     @contextlib.asynccontextmanager
-    async def transaction(self, locked: bool = False) -> AsyncIterator[Tx]:
+    async def transaction(self, locked: bool = False, write: bool = False) -> AsyncIterator[Tx]:
         if not self.breaker.admit():
             raise DatabaseUnavailable("the database is not answering; retry shortly")
         hung = False
         try:
-            async with self.db.transaction(locked) as tx:
+            async with self.db.transaction(locked, write) as tx:
                 yield tx
         except TimeoutError:
             hung = True
@@ -369,10 +372,10 @@ class Repository:
         """Every person's current template and the change-log position it reflects (one snapshot)."""
         async with self.transaction() as tx:
             seq = (await tx.fetchone("SELECT COALESCE(MAX(seq), 0) FROM gallery_changes"))[0]
-            known = await tx.fetchall("SELECT person_id, embedding, person_name FROM known_faces")
-            unknown = await tx.fetchall("SELECT person_id, embedding FROM unknown_faces")
-        entries = [GalleryEntry(r[0], "known", _emb(r[1]), r[2]) for r in known]
-        entries += [GalleryEntry(r[0], "unknown", _emb(r[1]), None) for r in unknown]
+            known = await tx.fetchall("SELECT person_id, embedding, person_name, model_version FROM known_faces")
+            unknown = await tx.fetchall("SELECT person_id, embedding, model_version FROM unknown_faces")
+        entries = [GalleryEntry(r[0], "known", _emb(r[1]), r[2], r[3]) for r in known]
+        entries += [GalleryEntry(r[0], "unknown", _emb(r[1]), None, r[2]) for r in unknown]
         return entries, int(seq)
 
     async def changes_since(self, tx: Tx, seq: int) -> tuple[list[GalleryEntry], int, int]:
@@ -388,12 +391,12 @@ class Repository:
         for start in range(0, len(pids), 500):
             part = pids[start:start + 500]
             marks = ", ".join(["%s"] * len(part))
-            for r in await tx.fetchall(f"SELECT person_id, embedding FROM unknown_faces WHERE person_id IN ({marks})",
-                                       part):
-                state[r[0]] = GalleryEntry(r[0], "unknown", _emb(r[1]), None)
-            for r in await tx.fetchall("SELECT person_id, embedding, person_name FROM known_faces"
+            for r in await tx.fetchall("SELECT person_id, embedding, model_version FROM unknown_faces"
                                        f" WHERE person_id IN ({marks})", part):
-                state[r[0]] = GalleryEntry(r[0], "known", _emb(r[1]), r[2])
+                state[r[0]] = GalleryEntry(r[0], "unknown", _emb(r[1]), None, r[2])
+            for r in await tx.fetchall("SELECT person_id, embedding, person_name, model_version FROM known_faces"
+                                       f" WHERE person_id IN ({marks})", part):
+                state[r[0]] = GalleryEntry(r[0], "known", _emb(r[1]), r[2], r[3])
         return [state.get(p, GalleryEntry(p, None, None, None)) for p in pids], int(rows[-1][0]), len(rows)
 
     async def log_change(self, tx: Tx, person_ids: Sequence[str], now: dt.datetime) -> list[int]:
@@ -406,6 +409,25 @@ class Repository:
 
     async def changes_after(self, tx: Tx, seq: int) -> int:
         return int((await tx.fetchone("SELECT COUNT(*) FROM gallery_changes WHERE seq > %s", (seq,)))[0])
+
+    async def lock_persons(self, tx: Tx, person_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """Lock the rows of these people until the commit (MySQL row locks, in id order so two
+        lockers cannot deadlock; SQLite has one writer at a time anyway) and return the kind and
+        name of each one that exists. Every transaction that changes or removes a person, and
+        every sighting written without the gallery lock, goes through here first: a sighting
+        and a change of the same person are serialised by the person's row."""
+        ids = sorted(set(person_ids))
+        if not ids:
+            return {}
+        lock = tx.dialect.for_update()
+        marks = ", ".join(["%s"] * len(ids))
+        found = {r[0]: ("known", r[1]) for r in await tx.fetchall(
+            f"SELECT person_id, person_name FROM known_faces WHERE person_id IN ({marks}) ORDER BY person_id{lock}",
+            ids)}
+        for r in await tx.fetchall(
+                f"SELECT person_id FROM unknown_faces WHERE person_id IN ({marks}) ORDER BY person_id{lock}", ids):
+            found[r[0]] = ("unknown", None)
+        return found
 
     # -- writes of one analysis ------------------------------------------------------------
     async def insert_unknowns(self, tx: Tx, rows: Sequence[tuple]) -> None:
@@ -550,14 +572,15 @@ class Repository:
         return int(total), [Sighting(int(r[0]), r[1], r[2], float(r[3]), (int(r[4]), int(r[5]), int(r[6]), int(r[7])),
                                      r[8], r[9], r[10], r[11]) for r in rows]
 
-    async def template(self, person_id: str) -> tuple[str, str | None, np.ndarray] | None:
-        """(kind, name, template) of a person, from the database."""
+    async def template(self, person_id: str) -> tuple[str, str | None, np.ndarray, str | None] | None:
+        """(kind, name, template, face_multitask version of the template) of a person."""
         async with self.transaction() as tx:
-            r = await tx.fetchone("SELECT person_name, embedding FROM known_faces WHERE person_id = %s", (person_id,))
+            r = await tx.fetchone("SELECT person_name, embedding, model_version FROM known_faces WHERE person_id = %s",
+                                  (person_id,))
             if r:
-                return "known", r[0], _emb(r[1])
-            r = await tx.fetchone("SELECT embedding FROM unknown_faces WHERE person_id = %s", (person_id,))
-        return ("unknown", None, _emb(r[0])) if r else None
+                return "known", r[0], _emb(r[1]), r[2]
+            r = await tx.fetchone("SELECT embedding, model_version FROM unknown_faces WHERE person_id = %s", (person_id,))
+        return ("unknown", None, _emb(r[0]), r[1]) if r else None
 
     async def rename_known(self, tx: Tx, person_id: str, name: str, now: dt.datetime) -> int:
         return await tx.execute("UPDATE known_faces SET person_name = %s, updated_at = %s WHERE person_id = %s",
@@ -680,8 +703,11 @@ class Repository:
     async def purge_unknown_before(self, cutoff: dt.datetime, on_purged=None) -> list[str]:
         """`on_purged(tx, ids)`: awaited inside the transaction (the webhook events of the purge)."""
         async with self.transaction(locked=True) as tx:
+            # a locking read (the latest rows, locked): a sighting written without the gallery
+            # lock either committed first (and its last_seen keeps the person) or waits for us
+            lock = tx.dialect.for_update()
             ids = [r[0] for r in await tx.fetchall(
-                "SELECT person_id FROM unknown_faces WHERE last_seen < %s", (cutoff,))]
+                f"SELECT person_id FROM unknown_faces WHERE last_seen < %s ORDER BY person_id{lock}", (cutoff,))]
             for pid in ids:
                 await self.delete_person(tx, pid)
             await self.log_change(tx, ids, utcnow())

@@ -177,6 +177,8 @@ class HealthResponse(BaseModel):
     # several Triton replicas only: address -> model -> MLflow version served (None: not ready)
     replicas: dict[str, dict[str, str | None]] = {}
     version_skew: bool = False
+    # {"model_version": face_multitask version of the gallery's embeddings, "identity": "active" | "paused"}
+    gallery: dict[str, str | None] = {}
 
 
 class Person(BaseModel):

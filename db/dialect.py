@@ -67,6 +67,11 @@ class Dialect:
         """UPDATE of the first (by id) rows meeting `condition`; the last parameter is how many."""
         raise NotImplementedError
 
+    def for_update(self) -> str:
+        """Suffix of a SELECT that locks the rows it reads until the commit (a locking read sees
+        the latest rows). SQLite has none: its write transactions already exclude each other."""
+        return ""
+
     # -- errors that mean "the database is unavailable" (503), not a bug ------------------------
     def unavailable_errors(self) -> tuple[type[BaseException], ...]:
         raise NotImplementedError
@@ -96,7 +101,8 @@ class SQLiteDialect(Dialect):
                 f" (SELECT id FROM {table} WHERE {condition} ORDER BY id LIMIT %s)")
 
     def begin(self, locked: bool) -> str:
-        # IMMEDIATE takes the write lock up front: it is the cross-process gallery lock
+        # IMMEDIATE takes the write lock up front: it is the cross-process gallery lock, and a
+        # transaction that will write must not read first (it could not upgrade if another wrote)
         return "BEGIN IMMEDIATE" if locked else "BEGIN"
 
     def unavailable_errors(self) -> tuple[type[BaseException], ...]:
@@ -119,6 +125,9 @@ class MySQLDialect(Dialect):
     def update_first(self, table: str, assignments: str, condition: str) -> str:
         # MySQL cannot select from the table it updates in a subquery; its UPDATE takes ORDER BY/LIMIT
         return f"UPDATE {table} SET {assignments} WHERE {condition} ORDER BY id LIMIT %s"
+
+    def for_update(self) -> str:
+        return " FOR UPDATE"
 
     def take_lock(self, wait_s: float) -> tuple[str, tuple]:
         return "SELECT GET_LOCK(%s, %s)", (self.LOCK_NAME, wait_s)

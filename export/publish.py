@@ -43,6 +43,16 @@ class Published:
     name: str
     version: int
     changed: bool
+    kept: tuple[int, ...] = ()  # older versions still served beside it
+
+
+def current_version(repo: Path, name: str) -> tuple[int, ...]:
+    """The version the model's config.pbtxt in `repo` names first (the one published last),
+    what --keep-previous keeps: at most two versions are ever served side by side."""
+    path = repo / name / "config.pbtxt"
+    if not path.exists():
+        return ()
+    return tuple(tc.parse_pbtxt(path.read_text()).version_policy.specific.versions[:1])
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -83,7 +93,7 @@ def _write_model_version(registry: Registry, info: VersionInfo, model_dir: Path,
     return True
 
 
-def _write_pipeline(repo: Path, tuning: tc.Tuning, decode: DecodeLimits) -> None:
+def _write_pipeline(repo: Path, tuning: tc.Tuning, decode: DecodeLimits, multitask_version: int = 0) -> None:
     model_dir = repo / C.PIPELINE
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=".tmp-"))
@@ -99,15 +109,19 @@ def _write_pipeline(repo: Path, tuning: tc.Tuning, decode: DecodeLimits) -> None
         shutil.rmtree(old, ignore_errors=True)
     else:
         staging.rename(final)
-    _write_atomic(model_dir / "config.pbtxt", tc.to_pbtxt(tc.pipeline_config(tuning, decode)))
+    _write_atomic(model_dir / "config.pbtxt",
+                  tc.to_pbtxt(tc.pipeline_config(tuning, decode, multitask_version)))
 
 
 def write_repository(registry: Registry, repo: Path, target: str = "cpu",
                      tuning: tc.Tuning = tc.Tuning(), decode: DecodeLimits | None = None,
                      progress: Callable[[str], None] = print,
-                     versions: dict[str, int] | None = None) -> list[Published]:
+                     versions: dict[str, int] | None = None,
+                     keep_serving: dict[str, tuple[int, ...]] | None = None) -> list[Published]:
     """Write @production (or the given `versions`, e.g. a candidate under evaluation). `decode`:
-    the caps face_pipeline decodes under, by default the API's own (FA_UPLOAD_* settings)."""
+    the caps face_pipeline decodes under, by default the API's own (FA_UPLOAD_* settings).
+    `keep_serving` names versions to keep loaded beside the new one (`publish --keep-previous`:
+    the gallery's face_multitask version until reembed has run)."""
     if target not in tc.TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {tc.TARGETS}")
     repo.mkdir(parents=True, exist_ok=True)
@@ -122,12 +136,14 @@ def write_repository(registry: Registry, repo: Path, target: str = "cpu",
         model_dir.mkdir(exist_ok=True)
         changed = _write_model_version(registry, info, model_dir, target, progress)
         int8 = target == "gpu" and tc.has_qdq(model_dir / str(info.version) / "model.onnx")
-        cfg = CONFIGS[name](target, info.version, info.provenance(), tuning, int8=int8)
+        also = tuple(v for v in (keep_serving or {}).get(name, ()) if (model_dir / str(v)).is_dir())
+        cfg = CONFIGS[name](target, info.version, info.provenance(), tuning, int8=int8, also_serve=also)
         _write_atomic(model_dir / "config.pbtxt", tc.to_pbtxt(cfg))
         progress(f"{name}: version {info.version} {'written' if changed else 'already in place'}")
-        published.append(Published(name, info.version, changed))
+        published.append(Published(name, info.version, changed, also))
         record["models"][name] = info.provenance()
-    _write_pipeline(repo, tuning, decode or UploadSettings().decode_limits())
+    _write_pipeline(repo, tuning, decode or UploadSettings().decode_limits(),
+                    next(p.version for p in published if p.name == C.MULTITASK))
     # the python backend writes __pycache__ on first load, which a polling server sees as a
     # change and reloads; compiling up front avoids that double load
     compileall.compile_dir(str(repo), quiet=1)
@@ -156,7 +172,10 @@ def _serves_exactly(client, published: list[Published], repo: Path) -> bool:
     for p in published:
         if not client.is_model_ready(p.name, str(p.version)):
             return False
-        if any(client.is_model_ready(p.name, str(v)) for v in _version_dirs(repo / p.name) if v != p.version):
+        if any(client.is_model_ready(p.name, str(v)) for v in _version_dirs(repo / p.name)
+               if v != p.version and v not in p.kept):
+            return False
+        if not all(client.is_model_ready(p.name, str(v)) for v in p.kept):
             return False
     return client.is_model_ready(C.PIPELINE)
 
@@ -216,7 +235,7 @@ def load_into_triton(http_url: str, published: list[Published], repo: Path,
     progress(f"{len(final)} replica(s) serve " + ", ".join(f"{p.name} v{p.version}" for p in published))
     for p in published if prune else ():
         for v in _version_dirs(repo / p.name):
-            if v != p.version:
+            if v != p.version and v not in p.kept:
                 shutil.rmtree(repo / p.name / str(v), ignore_errors=True)
     return True
 

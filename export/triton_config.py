@@ -89,13 +89,15 @@ def _params(cfg: pb.ModelConfig, values: dict[str, object]) -> None:
 
 def _model(name: str, target: str, max_batch: int, preferred: tuple[int, ...], version: int,
            inputs: list[dict], outputs: list[dict], t: Tuning, provenance: dict,
-           int8: bool = False) -> pb.ModelConfig:
+           int8: bool = False, also_serve: tuple[int, ...] = ()) -> pb.ModelConfig:
     cfg = pb.ModelConfig(name=name, max_batch_size=max_batch)
     cfg.input.extend(pb.ModelInput(**i) for i in inputs)
     cfg.output.extend(pb.ModelOutput(**{k: v for k, v in o.items() if k != "optional"})
                       for o in outputs)
     # serve exactly the production version: a rollback to a lower version must win over "latest"
     cfg.version_policy.specific.versions.append(version)
+    # versions kept loaded beside it: the gallery's version until reembed has run (README)
+    cfg.version_policy.specific.versions.extend(sorted(set(also_serve) - {version}))
     cfg.dynamic_batching.max_queue_delay_microseconds = t.max_queue_delay_us
     _bound_queue(cfg, t.model_max_queue, t.model_queue_timeout_us)
     if target == "gpu":
@@ -161,25 +163,26 @@ def _gpu(cfg: pb.ModelConfig, version: int, inputs: list[dict], t: Tuning, int8:
 
 
 def detector_config(target: str, version: int, provenance: dict, t: Tuning = Tuning(),
-                    int8: bool = False) -> pb.ModelConfig:
+                    int8: bool = False, also_serve: tuple[int, ...] = ()) -> pb.ModelConfig:
     return _model(
         C.DETECTOR, target, t.detector_max_batch, t.detector_preferred, version,
         [_io(C.DET_INPUT, UINT8, [-1, -1, 3])],
         [_io("loc", FP32, [-1, 4]), _io("conf", FP32, [-1, 2]), _io("landmarks", FP32, [-1, 10])],
-        t, provenance, int8)
+        t, provenance, int8, also_serve)
 
 
 def multitask_config(target: str, version: int, provenance: dict, t: Tuning = Tuning(),
-                     int8: bool = False) -> pb.ModelConfig:
+                     int8: bool = False, also_serve: tuple[int, ...] = ()) -> pb.ModelConfig:
     return _model(
         C.MULTITASK, target, t.multitask_max_batch, t.multitask_preferred, version,
         [_io(C.MT_INPUT, UINT8, [C.CHIP_SIZE, C.CHIP_SIZE, 3])],
         [_io(C.MT_EMBEDDING, FP32, [C.EMBEDDING_DIM]), _io(C.MT_AGE, FP32, [1]),
          _io(C.MT_GENDER, FP32, [2])],
-        t, provenance, int8)
+        t, provenance, int8, also_serve)
 
 
-def pipeline_config(t: Tuning = Tuning(), decode: DecodeLimits = DecodeLimits()) -> pb.ModelConfig:
+def pipeline_config(t: Tuning = Tuning(), decode: DecodeLimits = DecodeLimits(),
+                    multitask_version: int = 0) -> pb.ModelConfig:
     """`decode`: the API's upload limits (UploadSettings.decode_limits()), enforced again by the
     pipeline when it decodes."""
     cfg = pb.ModelConfig(name=C.PIPELINE, backend="python", max_batch_size=t.pipeline_max_batch)
@@ -187,6 +190,7 @@ def pipeline_config(t: Tuning = Tuning(), decode: DecodeLimits = DecodeLimits())
         pb.ModelInput(name=C.PL_IMAGE, data_type=BYTES, dims=[1]),
         pb.ModelInput(name=C.PL_MIN_FACE_SIZE, data_type=INT32, dims=[1], optional=True),
         pb.ModelInput(name=C.PL_MAX_FACES, data_type=INT32, dims=[1], optional=True),
+        pb.ModelInput(name=C.PL_MULTITASK_VERSION, data_type=INT32, dims=[1], optional=True),
     ])
     cfg.output.extend([
         pb.ModelOutput(name=C.PL_BOXES, data_type=FP32, dims=[-1, 4]),
@@ -197,13 +201,14 @@ def pipeline_config(t: Tuning = Tuning(), decode: DecodeLimits = DecodeLimits())
         pb.ModelOutput(name=C.PL_GENDER, data_type=FP32, dims=[-1, 2]),
         pb.ModelOutput(name=C.PL_CHIPS, data_type=UINT8, dims=[-1, C.CHIP_SIZE, C.CHIP_SIZE, 3]),
         pb.ModelOutput(name=C.PL_IMAGE_SIZE, data_type=INT32, dims=[2]),
+        pb.ModelOutput(name=C.PL_MULTITASK_VERSION, data_type=INT32, dims=[1]),
     ])
     cfg.dynamic_batching.max_queue_delay_microseconds = t.pipeline_queue_delay_us
     _bound_queue(cfg, t.pipeline_max_queue, t.pipeline_queue_timeout_us)
     # several instances: some decode/align while others wait on the detector or multitask
     cfg.instance_group.add(count=t.pipeline_instances, kind=pb.ModelInstanceGroup.KIND_CPU)
     _params(cfg, {
-        "detector_model": C.DETECTOR, "multitask_model": C.MULTITASK,
+        "detector_model": C.DETECTOR, "multitask_model": C.MULTITASK, "multitask_version": multitask_version,
         "detector_size": t.detector_size, "score_threshold": t.score_threshold,
         "multitask_max_batch": t.multitask_max_batch,
         "min_face_size": t.min_face_size, "tile_size": t.tile_size,

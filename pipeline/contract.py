@@ -40,6 +40,9 @@ EMBEDDING_DIM = 128
 PL_IMAGE = "IMAGE"  # BYTES [1], the encoded file (JPEG/PNG/WebP/BMP/TIFF/GIF)
 PL_MIN_FACE_SIZE = "MIN_FACE_SIZE"  # INT32 [1], optional, pixels of the original image
 PL_MAX_FACES = "MAX_FACES"  # INT32 [1], optional, 0 = all; keeps the largest faces
+# INT32 [1], optional: the face_multitask version to embed with (the API asks for the version
+# its gallery is in); 0 or absent: the pipeline's default (the published production version)
+PL_MULTITASK_VERSION = "MULTITASK_VERSION"
 # Outputs, one row per face, largest face first:
 PL_BOXES = "BOXES"  # FP32 [K,4] x1,y1,x2,y2 in pixels of the upright (EXIF-applied) image, clipped
 PL_SCORES = "SCORES"  # FP32 [K]
@@ -49,6 +52,8 @@ PL_AGE = "AGE"  # FP32 [K] years
 PL_GENDER = "GENDER"  # FP32 [K,2] (female, male)
 PL_CHIPS = "CHIPS"  # UINT8 [K,CHIP_SIZE,CHIP_SIZE,3] RGB aligned canvas (stored for re-embedding)
 PL_IMAGE_SIZE = "IMAGE_SIZE"  # INT32 [2] width, height of the upright image
+# and output PL_MULTITASK_VERSION, INT32 [1]: the face_multitask version that made EMBEDDINGS.
+# Every BLS call to face_multitask names its version, so this is the version that ran, not a guess.
 # face_pipeline batches whole requests (max_batch_size > 0), so every input and output above
 # carries a leading batch dimension of 1 on the wire: IMAGE [1,1], BOXES [1,K,4], ...
 
@@ -64,3 +69,6 @@ def gender_of(p_male: float) -> tuple[str, float]:
 # Prefix of the Triton error message for bytes that are not a decodable image; the API maps
 # it to 400 instead of 503.
 INVALID_IMAGE_PREFIX = "invalid image: "
+# Prefix of the error for a request whose face_multitask version is not served (unloaded, or
+# not yet loaded on this replica); the API maps it to 503 gallery_reembedding.
+VERSION_UNAVAILABLE_PREFIX = "face_multitask version unavailable: "

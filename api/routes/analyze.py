@@ -32,8 +32,9 @@ IMAGE_HELP = "JPEG, PNG, WebP, BMP, TIFF or GIF; or send application/json {\"ima
 JSON_EXAMPLE = {"image": "/9j/4AAQSkZJRgABAQAAAQABAAD..."}
 
 
-async def infer(inference: InferenceClient, data: bytes, options: AnalyzeOptions) -> Analysis:
-    analysis = await inference.analyze(data, options.min_face_size, options.max_faces)
+async def infer(inference: InferenceClient, data: bytes, options: AnalyzeOptions,
+                version: str | None = None) -> Analysis:
+    analysis = await inference.analyze(data, options.min_face_size, options.max_faces, version)
     if options.min_confidence:
         analysis.faces = [f for f in analysis.faces if f.score >= options.min_confidence]
     return analysis
@@ -67,8 +68,13 @@ async def analyze(request: Request, settings: SettingsDep, inference: InferenceD
                   options: AnalyzeOptions = Depends(analyze_options), mode: Mode = Query("track", description=MODE_HELP)):
     check_mode(options, mode)
     data = await image_bytes(request, file, settings.upload, url_settings=settings.url_fetch)
-    analysis = await infer(inference, data, options)
-    return await respond(identity, settings.quality.min_score, analysis, options, mode)
+    if mode == "detect":  # no identity: whichever version the pipeline embeds with
+        return await respond(identity, settings.quality.min_score, await infer(inference, data, options), options, mode)
+
+    async def work(version):
+        analysis = await infer(inference, data, options, version)
+        return await respond(identity, settings.quality.min_score, analysis, options, mode)
+    return await identity.in_gallery_version(work)
 
 
 BATCH_HELP = """Up to FA_LIMITS_BATCH_MAX_IMAGES photos (16 by default): multipart parts named `files`, or
@@ -122,12 +128,15 @@ async def analyze_batch(request: Request, settings: SettingsDep, inference: Infe
                 raise
             return exc
 
+    # one version for the whole batch: the gallery's (no retry here: earlier photos are written)
+    version = None if mode == "detect" else identity.gallery_version
+
     async def run(item):
         if isinstance(item, ApiError):
             return item
         try:
             async with in_flight:
-                return await infer(inference, item, options)
+                return await infer(inference, item, options, version)
         except ApiError as exc:
             if exc.status >= 500 or isinstance(exc, ClientGone):
                 raise

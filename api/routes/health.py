@@ -3,7 +3,9 @@
 With several Triton replicas (TRITON_GRPC_URL dns:///... or a list) it also lists the model
 versions each replica serves and flags a skew: replicas serving different versions, as
 while a publish goes round. A skew is reported, not counted as degraded: it is expected
-for the seconds a publish takes (docs/kubernetes.md).
+for the seconds a publish takes (docs/kubernetes.md). `gallery` says which face_multitask version
+the gallery's embeddings are in and whether identity is paused (not counted as degraded either:
+faces are still found, and a reembed ends it).
 
 Answered from a per-worker cache refreshed at most every FA_HEALTH_CACHE_S: a flood of /health
 calls costs one round of Triton and database checks per interval, and while a refresh waits
@@ -18,7 +20,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.errors import health_status
+from api.errors import GalleryReembedding, health_status
 from api.deps import Services, ServicesDep
 from api.schemas import HealthResponse
 
@@ -54,7 +56,8 @@ class HealthCache:
         up = sum(services_.values())
         status = "healthy" if up == 3 else ("unhealthy" if up == 0 else "degraded")
         body = HealthResponse(status=status, services=services_, models=models,
-                              replicas=_versions(replicas), version_skew=_skew(replicas)).model_dump()
+                              replicas=_versions(replicas), version_skew=_skew(replicas),
+                              gallery=await _gallery(parts)).model_dump()
         self.body, self.at = (health_status(status), body), time.monotonic()
         return self.body
 
@@ -67,6 +70,19 @@ async def health(request: Request, parts: ServicesDep):
         state.health_cache = HealthCache(parts.settings.server.health_cache_s)
     code, body = await state.health_cache.get(parts)
     return JSONResponse(body, status_code=code)
+
+
+async def _gallery(s: Services) -> dict:
+    """The face_multitask version the gallery is in, and whether identity runs: `paused` while
+    that version is not served or the gallery is not in one version (503 gallery_reembedding,
+    until the reembed job has run; docs/kubernetes.md)."""
+    try:
+        version = s.identity.gallery_version
+    except GalleryReembedding:
+        return {"model_version": None, "identity": "paused"}
+    if version is None:
+        return {"model_version": None, "identity": "active"}
+    return {"model_version": version, "identity": "active" if await s.inference.version_ready(version) else "paused"}
 
 
 def _versions(replicas: dict[str, dict[str, dict]]) -> dict[str, dict[str, str | None]]:

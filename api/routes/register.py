@@ -52,14 +52,17 @@ async def register(request: Request, settings: SettingsDep, inference: Inference
         raise InvalidField("person_name must be a string")
     name = clean_name(person_name)
     data = await image_bytes(request, file, settings.upload, body, url_settings=settings.url_fetch)
-    analysis = await inference.analyze(data, settings.detection.min_face_size)
-    gate = settings.quality.register_min_score
-    if analysis.faces and (len(analysis.faces) == 1 or largest_face):
-        q = quality(analysis.faces[0])  # the largest face, the one register takes
-        if q.overall < gate:
-            raise LowQualityFace(f"the face is below the registration quality gate ({q.overall:.2f} < {gate}; "
-                                 f"weakest: {q.weakest}); send a sharp, frontal, well-lit photo", q.weakest)
-    result = await identity.register(analysis, name, data, largest_face=largest_face, force=force)
+
+    async def work(version):
+        analysis = await inference.analyze(data, settings.detection.min_face_size, multitask_version=version)
+        gate = settings.quality.register_min_score
+        if analysis.faces and (len(analysis.faces) == 1 or largest_face):
+            q = quality(analysis.faces[0])  # the largest face, the one register takes
+            if q.overall < gate:
+                raise LowQualityFace(f"the face is below the registration quality gate ({q.overall:.2f} < {gate}; "
+                                     f"weakest: {q.weakest}); send a sharp, frontal, well-lit photo", q.weakest)
+        return await identity.register(analysis, name, data, largest_face=largest_face, force=force)
+    result = await identity.in_gallery_version(work)
     verb = "registered" if result.created else "added a sample to"
     return RegisterResponse(message=f"Successfully {verb} {name}", person_id=result.person_id,
                             samples=result.samples, promoted_unknown_id=result.promoted_unknown,

@@ -11,7 +11,7 @@ import re
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 
-from api.errors import InvalidField
+from api.errors import EmbeddingVersionMismatch, InvalidField
 from api.identity import pick_face
 from api.deps import IdentityDep, InferenceDep, SettingsDep
 from api.routes.common import bbox
@@ -35,16 +35,24 @@ async def verify(settings: SettingsDep, inference: InferenceDep, identity: Ident
     if person_id is not None and not re.fullmatch(PERSON_ID_PATTERN, person_id):
         raise InvalidField("person_id must be an id as /analyze or /register return it")
     sides = [file1] + ([file2] if file2 is not None else [])
-    faces = []
-    for label, upload in zip(("file1", "file2"), sides):
-        data = await read_image(upload, settings.upload)
-        analysis = await inference.analyze(data, settings.detection.min_face_size)
-        faces.append((pick_face(analysis, largest_face, label), len(analysis.faces)))
-    name = None
-    if person_id is not None:
-        _, name, other = await identity.template_of(person_id)
-    else:
-        other = faces[1][0].embedding
+    datas = [await read_image(upload, settings.upload) for upload in sides]
+
+    async def work(version):
+        """Both sides embedded by one face_multitask version (the gallery's when there is one)."""
+        faces, versions = [], set()
+        for label, data in zip(("file1", "file2"), datas):
+            analysis = await inference.analyze(data, settings.detection.min_face_size, multitask_version=version)
+            faces.append((pick_face(analysis, largest_face, label), len(analysis.faces)))
+            versions.add(analysis.model_version)
+        if person_id is not None:
+            _, name, other = await identity.template_of(person_id, analysis)
+            return faces, name, other
+        if len(versions) > 1:  # a publish between the two calls
+            raise EmbeddingVersionMismatch("the two photos were embedded by different face_multitask "
+                                           "versions; retry")
+        return faces, None, faces[1][0].embedding
+    # two photos need no gallery: whichever version the pipeline embeds both with
+    faces, name, other = await (identity.in_gallery_version(work) if person_id is not None else work(None))
     similarity = float(np.dot(faces[0][0].embedding, other))
     threshold = settings.matching.threshold
     out = [VerifyFace(bbox=bbox(f), confidence=round(f.score, 4), faces_in_image=n) for f, n in faces]

@@ -58,15 +58,28 @@ def _error(message, code=None):
     return pb_utils.InferenceResponse(error=err)
 
 
-async def _bls(model, inputs, output_names):
+class VersionUnavailable(Exception):
+    """The face_multitask version a request names is not served here."""
+
+
+def _version_missing(message):
+    # Triton 2.51 answers a call pinned to an unloaded version "Model 'face_multitask' is not ready."
+    text = message.lower()
+    return any(w in text for w in ("not ready", "not found", "unavailable", "unknown model"))
+
+
+async def _bls(model, inputs, output_names, version=-1):
     # CPU outputs: a KIND_GPU onnxruntime model otherwise answers in GPU memory, where
     # as_numpy() raises "Tensor is stored in GPU and cannot be converted to NumPy"
     req = pb_utils.InferenceRequest(
-        model_name=model, inputs=inputs, requested_output_names=list(output_names),
+        model_name=model, inputs=inputs, requested_output_names=list(output_names), model_version=version,
         preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0))
     resp = await req.async_exec()
     if resp.has_error():
-        raise pb_utils.TritonModelException(f"{model}: {resp.error().message()}")
+        message = resp.error().message()
+        if version > 0 and _version_missing(message):
+            raise VersionUnavailable(f"{C.VERSION_UNAVAILABLE_PREFIX}{model} v{version}: {message}")
+        raise pb_utils.TritonModelException(f"{model}: {message}")
     return [pb_utils.get_output_tensor_by_name(resp, n).as_numpy() for n in output_names]
 
 
@@ -79,6 +92,8 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.detector = params.get("detector_model", C.DETECTOR)
         self.multitask = params.get("multitask_model", C.MULTITASK)
+        # the version a request gets when it names none (publish writes @production's here)
+        self.multitask_version = int(params.get("multitask_version", "0") or 0)
         self.size = int(params.get("detector_size", C.DETECTOR_SIZE))
         self.score_threshold = float(params.get("score_threshold", SCORE_THRESHOLD))
         # the API's upload limits, written here by `export publish` (one setting, two enforcers)
@@ -117,6 +132,10 @@ class TritonPythonModel:
             except Exception as exc:  # noqa: BLE001 - e.g. MemoryError: this request only
                 responses[i] = _error(f"decoding failed: {type(exc).__name__}")
                 continue
+            # asked for: that version or an error; not asked for: the default, falling back to
+            # Triton's choice (reported as 0, "not known") while a publish replaces the default
+            asked = _optional_int(request, C.PL_MULTITASK_VERSION)
+            photo.multitask_version, photo.version_fallback = asked or self.multitask_version, not asked
             photos.append(photo)
             jobs.append(i)
         owner = {id(p): requests[i] for p, i in zip(photos, jobs)}
@@ -131,7 +150,7 @@ class TritonPythonModel:
                 outs = []
                 for photo in photos:
                     photo.candidates.clear()  # drop what the failed batch collected
-                    if len(photos) == 1 or _overloaded(batch_exc):
+                    if len(photos) == 1 or _overloaded(batch_exc) and not isinstance(batch_exc, VersionUnavailable):
                         outs.append(batch_exc)  # nobody to single out, or retrying adds to the load
                         continue
                     try:
@@ -179,44 +198,65 @@ class TritonPythonModel:
         """Outputs per photo, None for a photo whose request was cancelled on the way."""
         await self._detect(photos, gone)
         live = [not gone(photo) for photo in photos]
-        per_image, chips = [], []
+        kept, per_image, chips = [], [], []
         for photo, alive in zip(photos, live):
             if not alive:
                 continue
             boxes, scores, landmarks, crops = faces(photo, self.score_threshold)
             w, h = photo.size
+            kept.append(photo)
             per_image.append((boxes, scores, landmarks, crops, w, h))
             chips.append(crops)
 
-        all_chips = np.concatenate(chips) if chips else np.zeros((0, C.CHIP_SIZE, C.CHIP_SIZE, 3), np.uint8)
-        emb, age, gender = await self._multitask(all_chips)
+        # one multitask call per version the batch's requests ask for (nearly always one)
+        per_version = {}
+        for k, photo in enumerate(kept):
+            per_version.setdefault(photo.multitask_version, []).append(k)
+        results = [None] * len(kept)
+        for version, members in per_version.items():
+            part = np.concatenate([chips[k] for k in members])
+            try:
+                emb, age, gender = await self._multitask(part, version)
+            except VersionUnavailable:
+                if not all(kept[k].version_fallback for k in members):
+                    raise
+                emb, age, gender = await self._multitask(part, 0)
+                for k in members:
+                    kept[k].multitask_version = 0
+            start = 0
+            for k in members:
+                end = start + len(chips[k])
+                results[k] = (emb[start:end], age[start:end], gender[start:end])
+                start = end
 
-        outputs, start = [], 0
-        for boxes, scores, landmarks, crops, w, h in per_image:
-            end = start + len(boxes)
+        outputs = []
+        for photo, (boxes, scores, landmarks, crops, w, h), (emb, age, gender) in zip(kept, per_image, results):
             tensors = {
                 C.PL_BOXES: boxes.astype(np.float32),
                 C.PL_SCORES: scores.astype(np.float32),
                 C.PL_LANDMARKS: landmarks.reshape(-1, 5, 2).astype(np.float32),
-                C.PL_EMBEDDINGS: emb[start:end],
-                C.PL_AGE: age[start:end].reshape(-1),
-                C.PL_GENDER: gender[start:end],
+                C.PL_EMBEDDINGS: emb,
+                C.PL_AGE: age.reshape(-1),
+                C.PL_GENDER: gender,
                 C.PL_CHIPS: crops,
             }
             out = [pb_utils.Tensor(n, np.ascontiguousarray(a)[None]) for n, a in tensors.items()]
             out.append(pb_utils.Tensor(C.PL_IMAGE_SIZE, np.array([[w, h]], np.int32)))
+            out.append(pb_utils.Tensor(C.PL_MULTITASK_VERSION, np.array([[photo.multitask_version]], np.int32)))
             outputs.append(out)
-            start = end
         it = iter(outputs)
         return [next(it) if alive else None for alive in live]
 
-    async def _multitask(self, chips):
+    async def _multitask(self, chips, version):
+        """Embeddings, ages, genders of `chips` by face_multitask `version` (> 0: named in every
+        call, so the version that answered is the one reported; 0: Triton's choice, only
+        for a repository written without a default)."""
         n = len(chips)
         if n == 0:
             return (np.zeros((0, C.EMBEDDING_DIM), np.float32), np.zeros((0, 1), np.float32),
                     np.zeros((0, 2), np.float32))
         parts = await asyncio.gather(*(
             _bls(self.multitask, [pb_utils.Tensor(C.MT_INPUT, np.ascontiguousarray(chips[s:s + self.multitask_batch]))],
-                 (C.MT_EMBEDDING, C.MT_AGE, C.MT_GENDER))
+                 (C.MT_EMBEDDING, C.MT_AGE, C.MT_GENDER), version or -1)
             for s in range(0, n, self.multitask_batch)))
         return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))
