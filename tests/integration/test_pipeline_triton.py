@@ -146,3 +146,31 @@ def test_dynamic_batching_merges_concurrent_requests(triton, shared_data):
         executions = after[model][1] - before[model][1]
         assert inferences >= 48, model
         assert inferences > executions, f"{model}: {inferences} inferences in {executions} executions"
+
+
+def test_detector_answers_concurrent_inputs_of_different_shapes(triton):
+    """Letterbox (480) and tile (640) inputs arrive at face_detector together under load; each
+    must get its own answer (the dynamic batcher may put them in one execution)."""
+    rng = np.random.default_rng(7)
+    shapes = [(1, 480, 480, 3), (1, 640, 640, 3), (2, 480, 480, 3), (1, 640, 480, 3)]
+    inputs = [rng.integers(0, 255, s, dtype=np.uint8) for s in shapes]
+
+    async def burst():
+        client = aioclient.InferenceServerClient(triton.grpc_url)
+        try:
+            calls = []
+            for k in range(64):
+                x = inputs[k % len(inputs)]
+                t = aioclient.InferInput(C.DET_INPUT, list(x.shape), "UINT8")
+                t.set_data_from_numpy(x)
+                calls.append(client.infer(C.DETECTOR, [t]))
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            await client.close()
+
+    results = asyncio.run(burst())
+    failures = [r for r in results if isinstance(r, Exception)]
+    assert not failures, failures[0]
+    for k, r in enumerate(results):
+        x = inputs[k % len(inputs)]
+        assert r.as_numpy("conf").shape[0] == x.shape[0]

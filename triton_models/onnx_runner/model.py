@@ -34,15 +34,29 @@ class TritonPythonModel:
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def execute(self, requests):
-        feeds = {n: [pb_utils.get_input_tensor_by_name(r, n).as_numpy() for r in requests]
+        """One response per request, in order. Requests are run together only when their inputs
+        have the same shape: Triton's dynamic batcher may hand over requests of different
+        shapes (a 480 letterbox beside 640 tiles was seen under load), which cannot be stacked."""
+        feeds = [{n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.inputs}
+                 for r in requests]
+        groups: dict[tuple, list[int]] = {}
+        for i, feed in enumerate(feeds):
+            groups.setdefault(tuple(feed[n].shape[1:] for n in self.inputs), []).append(i)
+        responses = [None] * len(requests)
+        for members in groups.values():
+            for i, response in zip(members, self._run([feeds[i] for i in members])):
+                responses[i] = response
+        return responses
+
+    def _run(self, feeds):
+        sizes = [len(f[self.inputs[0]]) for f in feeds]
+        batch = {n: (feeds[0][n] if len(feeds) == 1 else np.concatenate([f[n] for f in feeds]))
                  for n in self.inputs}
-        sizes = [len(a) for a in feeds[self.inputs[0]]]
-        batch = {n: (arrs[0] if len(arrs) == 1 else np.concatenate(arrs)) for n, arrs in feeds.items()}
         try:
             results = self.session.run(self.outputs, batch)
         except Exception as exc:  # surface ORT errors as Triton errors, not a dead stub
             err = pb_utils.TritonError(f"onnxruntime failed: {exc}")
-            return [pb_utils.InferenceResponse(error=err) for _ in requests]
+            return [pb_utils.InferenceResponse(error=err) for _ in feeds]
         responses, start = [], 0
         for n in sizes:
             tensors = [pb_utils.Tensor(name, np.ascontiguousarray(out[start:start + n]))
