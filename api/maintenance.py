@@ -114,7 +114,7 @@ async def manage_webhooks(settings: Settings, args) -> int:
     try:
         if args.command == "add-webhook":
             try:
-                url, events = webhooks.check_url(args.url), webhooks.parse_events(args.events)
+                url, events = webhooks.check_url(args.url, settings.webhooks), webhooks.parse_events(args.events)
             except ValueError as exc:
                 print(exc, file=sys.stderr)
                 return 2

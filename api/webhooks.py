@@ -33,11 +33,14 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+import ipaddress
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from api.errors import UrlFetchFailed
 from api.repository import Repository, Tx, utcnow
+from api.url_fetch import host_allowed, is_public, resolve
 from core.settings import WebhookSettings
 
 log = logging.getLogger("api.webhooks")
@@ -82,11 +85,48 @@ def parse_events(raw) -> str:
     return ANY if ANY in items else ",".join(dict.fromkeys(items))
 
 
-def check_url(url: str) -> str:
-    parts = urlsplit(url.strip())
+def check_url(url: str, settings: WebhookSettings) -> str:
+    """The subscription's URL as stored; ValueError says why it is refused. A host name is
+    resolved at each delivery, not here (DNS answers change): see `pin`."""
+    url = url.strip()
+    parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("url: an absolute http:// or https:// URL is required")
-    return url.strip()
+    if parts.username or parts.password:
+        raise ValueError("url: credentials in the URL are not accepted (the signature authenticates us)")
+    if settings.allowed_hosts and not host_allowed(parts.hostname, settings.allowed_hosts):
+        raise ValueError(f"url: {parts.hostname} is not in the allowed hosts (FA_WEBHOOK_ALLOWED_HOSTS)")
+    try:
+        literal = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        literal = None
+    if literal is not None and not settings.allow_private and not is_public(literal):
+        raise ValueError("url: a private or reserved address; set FA_WEBHOOK_ALLOW_PRIVATE=true for receivers "
+                         "inside your network")
+    return url
+
+
+class AddressNotAllowed(Exception):
+    """The URL's host resolves to an address deliveries may not go to (or does not resolve)."""
+
+
+async def pin(url: str, settings: WebhookSettings) -> tuple[str, dict, dict]:
+    """(URL with the checked address in place of the host, headers, httpx extensions): every
+    address the host resolves to must be public unless FA_WEBHOOK_ALLOW_PRIVATE, and the
+    connection goes to the address checked, so a DNS answer that changes between check and
+    connect cannot send a delivery inside the network (Host header and TLS SNI keep the name)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        ips = [ipaddress.ip_address(a.split("%")[0]) for a in await resolve(parts.hostname, port)]
+    except UrlFetchFailed:
+        raise AddressNotAllowed("unresolvable") from None
+    if not ips or not (settings.allow_private or all(is_public(ip) for ip in ips)):
+        raise AddressNotAllowed("address_not_allowed")
+    ip = ips[0]
+    netloc = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+    return pinned, {"Host": parts.netloc}, {"sni_hostname": parts.hostname}
 
 
 def new_secret() -> str:
@@ -161,7 +201,10 @@ class Deliverer:
                    "X-FA-Delivery-Attempt": str(attempts + 1),
                    "X-FA-Signature": sign(secret, int(time.time()), body)}
         try:
-            r = await client.post(url, content=body, headers=headers)
+            pinned, host, extensions = await pin(url, self.settings)
+            r = await client.post(pinned, content=body, headers={**headers, **host}, extensions=extensions)
+        except AddressNotAllowed as exc:
+            return None, str(exc)
         except httpx.HTTPError as exc:
             return None, type(exc).__name__
         return r.status_code, None if 200 <= r.status_code < 300 else f"HTTP {r.status_code}"
@@ -194,7 +237,7 @@ class Deliverer:
         from api.errors import DatabaseUnavailable
 
         s = self.settings
-        async with httpx.AsyncClient(timeout=s.timeout_s, follow_redirects=False) as client:
+        async with httpx.AsyncClient(timeout=s.timeout_s, follow_redirects=False, trust_env=False) as client:
             while not stopping.is_set():
                 busy = 0
                 self.hooks.queued.clear()  # before looking: a commit from now on wakes the wait below

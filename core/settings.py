@@ -206,6 +206,12 @@ class WebhookSettings(_Group):
     # a claimed delivery whose worker died is due again after this (hence at least once)
     lease_s: float = 60.0
     keep_delivered_days: int = 7  # delivered and failed outbox rows are deleted after this
+    # SSRF: any API key may subscribe a URL, so by default deliveries go only to public addresses
+    # (checked on every delivery, after resolving; the connection goes to the checked address).
+    # Set true for receivers inside your network (Home Assistant, an internal queue).
+    allow_private: bool = False
+    # comma-separated host names (a leading "*." for subdomains) subscriptions may use; empty: any
+    allowed_hosts: str = ""
 
 
 class AuthSettings(_Group):

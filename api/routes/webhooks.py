@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from api.errors import InvalidField, NotFound
-from api.deps import RepositoryDep, WebhooksDep
+from api.deps import RepositoryDep, SettingsDep, WebhooksDep
 from api.schemas import (DeliveryCounts, Webhook, WebhookCreate, WebhookCreated, WebhookDeliveries, WebhookDelivery,
                          WebhookList)
 from api.webhooks import check_url, new_secret, parse_events
@@ -26,9 +26,9 @@ lost when the receiver or the API is down: they are sent once both are back."""
 
 @router.post("", response_model=WebhookCreated, status_code=201, summary="Subscribe a URL to identity events",
              description=DESCRIPTION)
-async def create_webhook(repo: RepositoryDep, hooks: WebhooksDep, body: WebhookCreate):
+async def create_webhook(repo: RepositoryDep, hooks: WebhooksDep, settings: SettingsDep, body: WebhookCreate):
     try:
-        url, events = check_url(body.url), parse_events(body.events)
+        url, events = check_url(body.url, settings.webhooks), parse_events(body.events)
     except ValueError as exc:
         raise InvalidField(str(exc)) from None
     secret = body.secret or new_secret()

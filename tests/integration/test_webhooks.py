@@ -12,6 +12,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 
 from core.settings import WebhookSettings
@@ -24,8 +25,9 @@ pytestmark = pytest.mark.triton
 BIDEN = "verification/images/Joe_Biden/biden.jpg"
 GIRL = "verification/images/damefaces_girl1/dame_girl1.jpg"
 WOMAN = "verification/images/pyfeat_video_woman/pexels_woman_WolfgangLanger_Pexels_f{:04d}.jpg"
+# the receivers here listen on 127.0.0.1: a private address, allowed explicitly
 FAST = WebhookSettings(backoff_base_s=0.2, backoff_max_s=1.0, poll_interval_s=0.2, lease_s=5, timeout_s=5,
-                       max_attempts=1000, unknown_seen_every=2)
+                       max_attempts=1000, unknown_seen_every=2, allow_private=True)
 
 
 class Receiver:
@@ -207,18 +209,63 @@ async def test_no_event_is_lost_while_the_receiver_is_down_and_across_an_api_res
 
 
 async def test_subscriptions_are_validated_and_deleted(api):
+    # the default settings: deliveries only to public addresses (SSRF), any host name
     for body in ({"url": "ftp://example.com/x", "events": ["*"]},
-                 {"url": "http://127.0.0.1:9/x", "events": ["person.sneezed"]},
-                 {"url": "http://127.0.0.1:9/x", "events": []},
-                 {"url": "http://127.0.0.1:9/x", "events": ["*"], "secret": "short"}):
+                 {"url": "http://hooks.example.com/x", "events": ["person.sneezed"]},
+                 {"url": "http://hooks.example.com/x", "events": []},
+                 {"url": "http://hooks.example.com/x", "events": ["*"], "secret": "short"},
+                 {"url": "http://user:pw@hooks.example.com/x", "events": ["*"]},
+                 {"url": "http://127.0.0.1:9/x", "events": ["*"]},
+                 {"url": "http://169.254.169.254/latest/meta-data", "events": ["*"]},
+                 {"url": "http://[::1]:9/x", "events": ["*"]},
+                 {"url": "http://10.1.2.3/x", "events": ["*"]}):
         r = await api.post("/webhooks", json=body)
         assert r.status_code == 422, (body, r.text)
-    hook = (await api.post("/webhooks", json={"url": "http://127.0.0.1:9/x", "events": ["person.deleted"],
+    assert "FA_WEBHOOK_ALLOW_PRIVATE" in (await api.post("/webhooks", json={
+        "url": "http://127.0.0.1:9/x", "events": ["*"]})).json()["message"]
+    hook = (await api.post("/webhooks", json={"url": "http://hooks.example.com/x", "events": ["person.deleted"],
                                               "secret": "s" * 32})).json()
     assert hook["secret"] == "s" * 32 and hook["events"] == ["person.deleted"]
     assert (await api.delete(f"/webhooks/{hook['id']}")).status_code == 200
     assert (await api.delete(f"/webhooks/{hook['id']}")).status_code == 404
     assert (await api.get("/webhooks")).json()["webhooks"] == []
+
+
+async def test_a_host_name_that_resolves_inside_the_network_gets_no_delivery(tmp_path):
+    """Checked at delivery, after resolving: 'localhost' passes the subscription check (a name)
+    but resolves to loopback, so nothing is sent and the attempt records why."""
+    from api.repository import Repository
+    from api.webhooks import Deliverer, Event, Webhooks
+    from core.settings import DatabaseSettings, MySQLSettings, Settings
+
+    receiver = Receiver().start()
+    strict = FAST.model_copy(update={"allow_private": False})
+    settings = Settings(mysql=MySQLSettings(host=None), webhooks=strict,
+                        database=DatabaseSettings(sqlite_path=tmp_path / "hooks.sqlite3"))
+    repo = Repository(settings)
+    await repo.start()
+    try:
+        url = receiver.url.replace("127.0.0.1", "localhost")
+        sid, _ = await repo.add_subscription(url, "s" * 32, "*", "inside")
+        hooks = Webhooks(repo, strict)
+        await hooks.refresh()
+        async with repo.transaction() as tx:
+            await hooks.queue(tx, [Event("person.deleted", {"person_id": "unknown_x", "reason": "deleted"})])
+        deliverer = Deliverer(repo, hooks, strict)
+        async with httpx.AsyncClient(trust_env=False) as client:
+            assert await deliverer.deliver_due(client) == 1
+        assert receiver.requests == []
+        row = (await repo.list_subscriptions())[0]
+        assert row[-1] == "address_not_allowed" and row[5] == 1  # still pending, retried later
+
+        # the guard was the only obstacle: where private receivers are allowed, the retry arrives
+        await asyncio.sleep(0.5)  # past the first backoff (0.2 s +-20%)
+        async with httpx.AsyncClient(trust_env=False) as client:
+            assert await Deliverer(repo, hooks, FAST).deliver_due(client) == 1
+        assert len(receiver.delivered()) == 1
+    finally:
+        await repo.close()
+        receiver.stop()
 
 
 async def test_retention_purge_by_the_maintenance_command_queues_person_deleted(
@@ -257,6 +304,9 @@ def test_subscriptions_from_the_maintenance_command(tmp_path, backend, database)
         return subprocess.run([sys.executable, "-m", "api.maintenance", *args], cwd=PROJECT_ROOT, env=env,
                               capture_output=True, text=True, timeout=120)
 
+    refused = cli("add-webhook", "http://127.0.0.1:9/hook", "--events", "*")
+    assert refused.returncode == 2 and "FA_WEBHOOK_ALLOW_PRIVATE" in refused.stderr
+    env["FA_WEBHOOK_ALLOW_PRIVATE"] = "true"
     out = cli("add-webhook", "http://127.0.0.1:9/hook", "--events", "person.merged,person.deleted")
     assert out.returncode == 0, out.stderr
     sid, secret = out.stdout.split(":")[0].split()[1], out.stdout.split("shown once): ")[1].strip()
