@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from core.settings import SHARED_DATA, get_settings
+from pipeline.detect import MIN_FACE_SIZE
 
 
 def _progress(msg: str) -> None:
@@ -162,9 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: TRITON_TARGET, cpu)")
     pub.add_argument("--tensorrt", action=argparse.BooleanOptionalAction,
                      help="gpu target: TensorRT EP (default on; INT8 for quantised graphs, else FP16)")
-    pub.add_argument("--min-face-size", type=int, default=0,
-                     help="smallest face (px of the original photo) the detection plan covers (24: the documented minimum; default 0: "
-                          "one 480 px pass per photo, as before; README, Small faces)")
+    pub.add_argument("--min-face-size", type=int, default=MIN_FACE_SIZE,
+                     help=f"smallest face (px of the original photo) the detection plan covers (default {MIN_FACE_SIZE}, "
+                          "the documented minimum, in two phases; 0: one 480 px pass per photo; README, Small faces)")
     pub.add_argument("--triton-url", help="Triton HTTP address(es) to load into: host:port, "
                      "dns:///service:port (every replica) or a:port,b:port (default: TRITON_HTTP_URL)")
     pub.add_argument("--no-load", action="store_true", help="only write the repository")

@@ -247,9 +247,6 @@ async def gender_calibration(run: Runner, data: Path, work: Path, limit: int | N
     return out, {"p": p, "y": y}
 
 
-PLAN_REQUEST = 12  # MIN_FACE_SIZE of the small-faces requests (see small_faces)
-
-
 async def small_faces(run: Runner, data: Path, light: bool = False) -> dict:
     """Recall and precision by face size on group photos we build from ../shared/data faces
     (export.group_photos): known boxes, 16 to 200 px faces, 720p to 40 MP, 1 to 300 faces."""
@@ -257,9 +254,9 @@ async def small_faces(run: Runner, data: Path, light: bool = False) -> dict:
     from pipeline.detect import MIN_FACE_SIZE
 
     photos = group_photos.evaluation_set(data, light=light)
-    # MIN_FACE_SIZE 12 asks for the plan (the same plan as 24: the detector sees the photo at
-    # 1:1 either way) and keeps faces down to 12 px, so the buckets under the promise show too
-    got = await run.analyze_bytes({p.name: p.jpeg for p in photos}, "small faces", min_face_size=PLAN_REQUEST)
+    # the service's default (the two-phase plan for the 24 px promise, no request option): no
+    # minimum, so the buckets under the promise show too
+    got = await run.analyze_bytes({p.name: p.jpeg for p in photos}, "small faces")
     t_sizes, f_sizes, pairs, per_photo = [], [], [], {}
     for p in photos:
         found = np.array([f.box for f in got[p.name].faces], np.float32).reshape(-1, 4)

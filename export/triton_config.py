@@ -19,7 +19,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from pipeline import contract as C
-from pipeline.detect import SCORE_THRESHOLD, TILE
+from pipeline.detect import MIN_FACE_SIZE, SCORE_THRESHOLD, TILE
 from pipeline.limits import DecodeLimits
 
 TARGETS = ("cpu", "gpu")
@@ -57,10 +57,9 @@ class Tuning:
     # small faces: the smallest face the detection plan covers (px of the original photo), the
     # tile side, and how the pipeline sends a large photo's tiles: requests of 4 tiles, 4 in
     # flight, which the detector's dynamic batcher merges up to detector_max_batch
-    # 0 (default): the one 480 px pass per photo, as before; a request's MIN_FACE_SIZE or
-    # `export publish --min-face-size 24` turns the plan on (README, "Small faces": why not yet
-    # the default)
-    min_face_size: int = 0
+    # 24 (default): the two-phase plan (the letterbox first, the rest only for photos that need
+    # it; README, "Small faces"); 0: the one 480 px pass of a full-size decode per photo, as before
+    min_face_size: int = MIN_FACE_SIZE
     tile_size: int = TILE
     detector_request_batch: int = 4
     detector_requests_in_flight: int = 4

@@ -1,12 +1,14 @@
 """What finding small faces costs (`make bench`, after loadtests.benchmark).
 
 Two sets of photos, one run, the same machine:
-  - one-face photos (../shared/data/age_gender and verification: 21 photos of one person): our
-    pipeline in process with the detection plan (24 px promise) beside the single 480 px pass
-    every photo got before it (`min_face_size` 0), then through Triton at concurrency 16;
-  - large group photos built by export.group_photos (known faces, 16-200 px, 1080p to 40 MP):
-    in process, Triton at concurrency 4, and OpenCV's YuNet + SFace peer at the photo's full
-    resolution (its demo setting, the one that finds small faces) and at a long side of 640.
+  - one-face photos (../shared/data/age_gender and verification: 21 photos of one person) as they
+    are and scaled to 720p, 1080p and 12 MP: before (the single 480 px pass of a full-size decode,
+    promise 0) beside after (the default: the two-phase 24 px plan), in process and through
+    Triton at concurrency 16 (a second Triton, published with min_face_size 0, is the before);
+  - large group photos built by export.group_photos (known faces, 16-200 px, 1080p to 40 MP)
+    with the default settings: in process, Triton at concurrency 4, and OpenCV's YuNet + SFace
+    peer at the photo's full resolution (its demo setting, the one that finds small faces) and
+    at a long side of 640.
 Images/s and faces/s for each; faces found per photo against the faces pasted in.
 
     python -m loadtests.small_faces_benchmark [--seconds 20] [--out docs/benchmark]
@@ -18,6 +20,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +32,7 @@ from core.settings import PROJECT_ROOT
 from loadtests.benchmark import (DATA, _closed_loop, inprocess_pool, pipeline_call, pipeline_inputs,
                                  published_models, run_peer, summarise)
 from pipeline import contract as C
+from pipeline.detect import MIN_FACE_SIZE
 from tools.triton_local import batching_ratio, inference_counts, serving
 
 
@@ -72,16 +77,39 @@ def peer(photos: list[Path], seconds: float, max_side: int, peers: Path, procs: 
                     extra=("--max-side", str(max_side)), slack=6)
 
 
-PLAN_REQUEST = 12  # MIN_FACE_SIZE that asks face_pipeline for the small-face plan (as make eval)
+def one_face_sets(data: Path, folder: Path, light: bool = False) -> dict[str, list[Path]]:
+    """The one-face photos per size class of loadtests.photo_sets: as they are, and scaled to
+    720p, 1080p and 12 MP (JPEG q90, written once under `folder`)."""
+    from loadtests import photo_sets
+
+    import cv2
+
+    singles = one_face_photos(data)[:3] if light else one_face_photos(data)
+    sets: dict[str, list[Path]] = {}
+    for name, pixels in photo_sets.SIZE_CLASSES.items():
+        if pixels is None:
+            sets[name] = singles
+            continue
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        sets[name] = []
+        for src in singles:
+            dst = folder / name / f"{src.stem}.jpg"
+            if not dst.exists():
+                img = cv2.imread(str(src), cv2.IMREAD_COLOR)
+                ok, enc = cv2.imencode(".jpg", photo_sets.scale_to(img, pixels),
+                                       [cv2.IMWRITE_JPEG_QUALITY, photo_sets.JPEG_QUALITY])
+                dst.write_bytes(enc.tobytes())
+            sets[name].append(dst)
+    return sets
 
 
-async def triton(grpc_url: str, datas: list[bytes], concurrency: int, seconds: float, min_face_size: int) -> dict:
-    """Closed loop through face_pipeline, asking for the plan (min_face_size > 0) or not."""
+async def triton(grpc_url: str, datas: list[bytes], concurrency: int, seconds: float) -> dict:
+    """Closed loop through face_pipeline with the server's own settings (no request option)."""
     import tritonclient.grpc.aio as aio
 
     client = aio.InferenceServerClient(grpc_url)
     try:
-        return await _closed_loop(pipeline_call(client, aio, min_face_size), datas, concurrency, seconds)
+        return await _closed_loop(pipeline_call(client, aio), datas, concurrency, seconds)
     finally:
         await client.close()
 
@@ -93,7 +121,7 @@ async def _found(grpc_url: str, photos: list[Path]) -> dict[str, int]:
     try:
         out = {}
         for p in photos:
-            r = await client.infer(C.PIPELINE, pipeline_inputs(aio, p.read_bytes(), PLAN_REQUEST),
+            r = await client.infer(C.PIPELINE, pipeline_inputs(aio, p.read_bytes()),
                                    outputs=[aio.InferRequestedOutput(C.PL_BOXES)], client_timeout=600)
             out[p.name] = len(r.as_numpy(C.PL_BOXES)[0])
         return out
@@ -105,31 +133,41 @@ def load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def _ratio(a: dict | None, b: dict | None, key: str = "images_per_s") -> float | None:
+    return round(a[key] / b[key], 3) if a and b and a.get(key) and b.get(key) else None
+
+
 def run(seconds: float, out: Path, grpc_url: str, metrics_url: str, det: Path, mt: Path,
         peers: Path | None = Path("/tmp/peers"), data: Path = DATA, group_seconds: float | None = None,
-        light: bool = False) -> dict:
-    """`light`: three one-face photos and one 1080p group photo (the driver's own test)."""
+        light: bool = False, before_grpc_url: str | None = None) -> dict:
+    """One-face photos per size class, before (the single 480 px pass of a full-size decode, what
+    promise 0 still runs: in process, and through `before_grpc_url`, a Triton published with
+    --min-face-size 0) and after (the default two-phase plan), side by side; then the group photos
+    with the default settings beside YuNet. `light`: three one-face photos, the originals and 12 MP
+    classes, one 1080p group photo (the driver's own test)."""
     group_seconds = group_seconds or seconds * 3  # a 40 MP photo takes seconds: a longer window
-    result: dict = {"seconds": seconds, "group_seconds": group_seconds, "load_before": load()}
-    singles = one_face_photos(data)[:3] if light else one_face_photos(data)
-    datas = [p.read_bytes() for p in singles]
-    print(f"[small faces] {len(singles)} one-face photos, load {load()}", flush=True)
-    result["one_face"] = {
-        "photos": len(singles),
-        "inprocess_single_480_pass": inprocess(det, mt, singles, seconds, promise=0),
-        "inprocess_plan_24px": inprocess(det, mt, singles, seconds, promise=24),
-    }
-    before = inference_counts(metrics_url)
-    result["one_face"]["triton_single_480_pass"] = asyncio.run(triton(grpc_url, datas, 16, seconds, 0))
-    result["one_face"]["triton_plan_24px"] = asyncio.run(triton(grpc_url, datas, 16, seconds, PLAN_REQUEST))
+    result: dict = {"seconds": seconds, "group_seconds": group_seconds, "load_before": load(), "one_face": {}}
     with tempfile.TemporaryDirectory() as tmp:
+        sets = one_face_sets(data, Path(tmp), light)
+        if light:
+            sets = {k: v for k, v in sets.items() if k in ("original", "12MP")}
+        before = inference_counts(metrics_url)
+        for name, paths in sets.items():
+            print(f"[small faces] one-face photos, {name}: {len(paths)}, load {load()}", flush=True)
+            datas = [p.read_bytes() for p in paths]
+            r = {"photos": len(paths), "load": load(),
+                 "inprocess_before": inprocess(det, mt, paths, seconds, promise=0),
+                 "inprocess_after": inprocess(det, mt, paths, seconds, promise=MIN_FACE_SIZE)}
+            if before_grpc_url:
+                r["triton_before"] = asyncio.run(triton(before_grpc_url, datas, 16, seconds))
+            r["triton_after"] = asyncio.run(triton(grpc_url, datas, 16, seconds))
+            result["one_face"][name] = r
         groups = group_photos(data, Path(tmp), light)
         paths = [p for p, _ in groups]
         print(f"[small faces] {len(groups)} group photos, load {load()}", flush=True)
-        g = {"photos": {p.name: n for p, n in groups}}
-        g["inprocess_plan_24px"] = inprocess(det, mt, paths, group_seconds, promise=24)
-        g["triton_plan_24px"] = asyncio.run(triton(grpc_url, [p.read_bytes() for p in paths], 4,
-                                                   group_seconds, PLAN_REQUEST))
+        g = {"photos": {p.name: n for p, n in groups}, "load": load()}
+        g["inprocess"] = inprocess(det, mt, paths, group_seconds, promise=MIN_FACE_SIZE)
+        g["triton"] = asyncio.run(triton(grpc_url, [p.read_bytes() for p in paths], 4, group_seconds))
         g["found_by_us"] = asyncio.run(_found(grpc_url, paths))
         if peers is not None:
             for name, side in (("yunet_full_resolution", 0), ("yunet_max_side_640", 640)):
@@ -141,18 +179,16 @@ def run(seconds: float, out: Path, grpc_url: str, metrics_url: str, det: Path, m
         result["group"] = g
     result["batching"] = batching_ratio(before, inference_counts(metrics_url))
     result["load_after"] = load()
-    one = result["one_face"]
-    result["ratios"] = {
-        "one-face photos, in process: plan / single 480 pass": round(
-            one["inprocess_plan_24px"]["images_per_s"] / one["inprocess_single_480_pass"]["images_per_s"], 3),
-        "one-face photos, Triton c16: plan / single 480 pass": round(
-            one["triton_plan_24px"]["images_per_s"] / one["triton_single_480_pass"]["images_per_s"], 3),
-    }
+    ratios = {}
+    for name, r in result["one_face"].items():
+        ratios[f"one-face {name}, in process: after / before (images/s)"] = _ratio(r["inprocess_after"], r["inprocess_before"])
+        ratios[f"one-face {name}, Triton c16: after / before (images/s)"] = _ratio(r["triton_after"], r.get("triton_before"))
     for name in ("yunet_full_resolution", "yunet_max_side_640"):
         p = result["group"].get(f"peer_{name}")
-        if p and p.get("images_per_s"):
-            result["ratios"][f"group photos: our Triton c4 / {name} (images/s)"] = round(
-                result["group"]["triton_plan_24px"]["images_per_s"] / p["images_per_s"], 2)
+        for key in ("images_per_s", "faces_per_s"):
+            ratios[f"group photos: our Triton c4 / {name} ({key.replace('_per_s', '')}/s)"] = _ratio(
+                result["group"]["triton"], p, key)
+    result["ratios"] = {k: v for k, v in ratios.items() if v is not None}
     out.mkdir(parents=True, exist_ok=True)
     (out / "small_faces.json").write_text(json.dumps(result, indent=2))
     (out / "small_faces.md").write_text(markdown(result))
@@ -161,23 +197,26 @@ def run(seconds: float, out: Path, grpc_url: str, metrics_url: str, det: Path, m
 
 
 def markdown(r: dict) -> str:
-    rows = []
-    one, g = r["one_face"], r.get("group", {})
-    for key, what in (("inprocess_single_480_pass", "one-face photos: in process, single 480 px pass (before)"),
-                      ("inprocess_plan_24px", "one-face photos: in process, 24 px plan"),
-                      ("triton_single_480_pass", "one-face photos: Triton c16, single 480 px pass (the default)"),
-                      ("triton_plan_24px", "one-face photos: Triton c16, 24 px plan (MIN_FACE_SIZE 12)")):
-        rows.append((what, one[key]))
-    for key, what in (("inprocess_plan_24px", "group photos: in process, 24 px plan (2 procs)"),
-                      ("triton_plan_24px", "group photos: Triton c4, 24 px plan"),
+    lines = [f"Load average before / after: {r['load_before']} / {r['load_after']} (2 cores)", "",
+             "| what | load at start | images/s | faces/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|"]
+    labels = (("inprocess_before", "in process, before (single 480 pass, full decode)"),
+              ("inprocess_after", "in process, after (two-phase default)"),
+              ("triton_before", "Triton c16, before (min_face_size 0)"),
+              ("triton_after", "Triton c16, after (default)"))
+    for name, one in r["one_face"].items():
+        for key, what in labels:
+            x = one.get(key)
+            if x and "images_per_s" in x:
+                lines.append(f"| one-face {name}: {what} | {one['load']} | {x['images_per_s']} | {x.get('faces_per_s')} "
+                             f"| {x.get('p50_ms')} | {x.get('p99_ms')} |")
+    g = r.get("group", {})
+    for key, what in (("inprocess", "group photos: in process, default (2 procs)"),
+                      ("triton", "group photos: Triton c4, default"),
                       ("peer_yunet_full_resolution", "group photos: peer YuNet+SFace, full resolution (2 procs)"),
                       ("peer_yunet_max_side_640", "group photos: peer YuNet+SFace, long side 640 (2 procs)")):
         if g.get(key) and "images_per_s" in g[key]:
-            rows.append((what, g[key]))
-    lines = [f"Load average before / after: {r['load_before']} / {r['load_after']} (2 cores)", "",
-             "| what | images/s | faces/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
-    lines += [f"| {n} | {x['images_per_s']} | {x.get('faces_per_s')} | {x.get('p50_ms')} | {x.get('p99_ms')} |"
-              for n, x in rows]
+            x = g[key]
+            lines.append(f"| {what} | {g['load']} | {x['images_per_s']} | {x.get('faces_per_s')} | {x.get('p50_ms')} | {x.get('p99_ms')} |")
     if g:
         lines += ["", "| group photo | faces pasted | found by us | YuNet full res | YuNet 640 |", "|---|---|---|---|---|"]
         for name, n in g["photos"].items():
@@ -190,6 +229,17 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def baseline_repository(repo: Path, dst: Path) -> Path:
+    """A copy of `repo` (model files linked) whose face_pipeline has min_face_size 0: the single
+    480 px pass of a full-size decode every photo got before the two-phase default."""
+    shutil.copytree(repo, dst, copy_function=os.symlink, ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = dst / C.PIPELINE / "config.pbtxt"
+    text = cfg.read_text()
+    cfg.unlink()
+    cfg.write_text(re.sub(r'(key: "min_face_size"\s*value \{\s*string_value: )"\d+"', r'\1"0"', text))
+    return dst
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.small_faces_benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -199,9 +249,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-peers", action="store_true")
     args = p.parse_args(argv)
     repo, det, mt = published_models()
-    with tempfile.TemporaryDirectory() as work, serving(repo, Path(work)) as server:
+    # the default repository (after) and a copy with the plan off (before), side by side
+    with tempfile.TemporaryDirectory() as work, \
+            serving(repo, Path(work) / "after") as server, \
+            serving(baseline_repository(repo, Path(work) / "before_repo"), Path(work) / "before") as before:
         run(args.seconds, args.out, server.grpc_url, server.metrics_url, det, mt,
-            peers=None if args.no_peers else args.peers)
+            peers=None if args.no_peers else args.peers, before_grpc_url=before.grpc_url)
     return 0
 
 

@@ -14,6 +14,20 @@ its own input (`DETECTOR_MIN_FACE`, measured). Three plans, cheapest first:
   for the faces the coarser one may miss; tiles overlap by enough to hold those faces whole.
 All windows of a photo are merged with one NMS. Tiles have one shape, so Triton's dynamic batcher
 batches them with each other across requests.
+
+By default the plan runs in two phases (pipeline.analysis), so that photos whose faces are all
+large pay for one letterbox pass only:
+1. the JPEG is decoded reduced as far as the letterbox and the chip of a face of COARSE_FACE
+   letterbox pixels allow (`first_reduction`), and only the letterbox pass runs;
+2. the rest of the plan (native pass or tiles, the JPEG decoded again at `reduction`) runs only
+   when phase 1 found no face, or a face narrower than COARSE_FACE (48) pixels of the letterbox
+   (`coarse_pass_settles`): a face that close to the letterbox's floor (24) says smaller faces
+   may be in the photo unseen. All candidates of both phases go through the one NMS.
+Phase 1 decodes only as small as keeps the chip of every face it may answer for alone at
+CHIP_FACE, so a photo that stops after it needs no second decode for its chips.
+Known limitation: a photo with only large faces found by the letterbox (>= COARSE_FACE) and
+tiny faces it cannot see (a big face in front of a distant crowd) stops after phase 1 and misses
+the tiny ones; the request's min_face_size cannot ask for them either (it only sets a floor).
 """
 
 from __future__ import annotations
@@ -49,6 +63,15 @@ REDUCTIONS = (8, 4, 2)  # JPEG DCT-domain decode scales libjpeg offers (1/8, 1/4
 # full-size photo: SFace embeddings of faces downscaled to 96/64/48/32 px against full size,
 # cosine 0.984/0.977/0.961/0.908 (resampling alone gives 0.986), 12 photos of ../shared/data
 CHIP_FACE = 96
+# Phase 1 (the letterbox alone) answers for a photo when every face it found is at least this
+# wide in the letterbox (px of the detector input): twice the detector's floor, a face of 10% of
+# the photo's long side, so a face the letterbox cannot see (< ~24 px) would be under half the
+# narrowest face found. Measured on the letterbox pass (README, "Small faces"): the 21 one-face
+# photos of ../shared/data have their face at 62-343 px at every size class (all settle; 3x, 72
+# px, would send 2 of them through the whole plan, 54 tiles at 12 MP); the group photos of the
+# evaluation set and of detection/ with faces left to find show their narrowest found face at
+# 9-44 px, or none (all go on), the one exception a grid of 15 faces all at 75 px.
+COARSE_FACE = 2 * DETECTOR_MIN_FACE
 
 
 PAD_RGB = tuple(round(v) for v in DET_MEAN_BGR[::-1])  # zero after the graph subtracts the mean
@@ -183,6 +206,22 @@ def reduction(width: int, height: int, min_face: float = MIN_FACE_SIZE, size: in
     chip = min(1.0, CHIP_FACE / max(min_face, 1))
     need = max(detection_scale(min_face), chip, min(1.0, _letterbox_scale(width, height, size)))
     return next((k for k in REDUCTIONS if 1 / k >= need), 1)
+
+
+def first_reduction(width: int, height: int, size: int = DETECTOR_SIZE) -> int:
+    """The JPEG decode reduction of phase 1: the letterbox at full quality, and the chip of every
+    face phase 1 may answer for alone (COARSE_FACE letterbox px or wider) at CHIP_FACE."""
+    s0 = _letterbox_scale(width, height, size)
+    need = min(1.0, s0 * max(1.0, CHIP_FACE / COARSE_FACE))
+    return next((k for k in REDUCTIONS if 1 / k >= need), 1)
+
+
+def coarse_pass_settles(sides, letterbox_scale: float) -> bool:
+    """Phase 1 is the whole answer: it found faces, and the narrowest (`sides`, px of the photo
+    the letterbox was cut from) is at least COARSE_FACE px in the letterbox. No face, or one near
+    the letterbox's floor, sends the photo to phase 2."""
+    sides = np.asarray(sides, np.float64).reshape(-1)
+    return len(sides) > 0 and float(sides.min()) * letterbox_scale >= COARSE_FACE
 
 
 def _ceil32(v: float) -> int:

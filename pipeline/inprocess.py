@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from pipeline import contract as C
-from pipeline.analysis import collect, detector_batches, faces, open_photo
+from pipeline.analysis import detect, faces, open_photo
 from pipeline.detect import MIN_FACE_SIZE, SCORE_THRESHOLD
 
 
@@ -26,12 +26,14 @@ class InProcessPipeline:
         self.size = detector_size
         self.score_threshold = score_threshold
         self.promise, self.batch = min_face_promise, detector_batch
+        self.passes = 0  # detector phases of the last photo analysed
 
     def analyze(self, data: bytes, min_face_size: int = 0, max_faces: int = 0) -> dict[str, np.ndarray]:
         photo = open_photo(data, min_face_size=min_face_size, max_faces=max_faces,
                            promise=self.promise, size=self.size)
-        for batch, owners in detector_batches([photo], self.batch):
-            collect(owners, *self.detector.run(None, {C.DET_INPUT: batch}), self.score_threshold)
+        detect([photo], self.batch, lambda batch: self.detector.run(None, {C.DET_INPUT: batch}),
+               self.score_threshold)
+        self.passes = photo.passes  # 1: the letterbox answered alone; 2: the rest of the plan ran too
         boxes, scores, landmarks, chips = faces(photo, self.score_threshold)
         w, h = photo.size
         if len(chips):

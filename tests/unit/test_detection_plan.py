@@ -149,3 +149,73 @@ def test_formats_without_a_cheaper_path_come_at_full_size():
     Image.new("RGB", (900, 500)).save(buf, "PNG")
     rgb, fx, fy = decode_reduced(buf.getvalue(), reduction=lambda w, h: 4)
     assert rgb.shape == (500, 900, 3) and (fx, fy) == (1.0, 1.0)
+
+
+# -- the two-phase default: phase 1 (the letterbox) answers alone only for photos of large faces
+def test_phase_one_settles_only_when_every_face_is_well_above_the_letterbox_floor():
+    s0 = D.DETECTOR_SIZE / 4000  # a 12 MP photo: the letterbox sees it at 0.12
+    big = D.COARSE_FACE / s0  # px of the photo: COARSE_FACE px in the letterbox
+    assert D.coarse_pass_settles([big * 2], s0)  # a portrait: one face of 30% of the long side
+    assert D.coarse_pass_settles([big, big * 3], s0)
+    assert not D.coarse_pass_settles([], s0), "no face found: maybe they are all too small"
+    assert not D.coarse_pass_settles([big * 3, big * 0.99], s0), "one face near the floor: a group"
+    assert not D.coarse_pass_settles([D.DETECTOR_MIN_FACE / s0], s0)
+    # the rule is relative to the letterbox: the same 200 px face settles a 720p photo alone
+    assert D.coarse_pass_settles([200], D.DETECTOR_SIZE / 1280) == (200 * 480 / 1280 >= D.COARSE_FACE)
+
+
+def test_phase_one_decodes_as_small_as_the_letterbox_and_the_chips_of_its_faces_allow():
+    for w, h in ((4000, 3000), (1920, 1080), (1280, 720), (7300, 5475), (640, 480), (3000, 4000)):
+        k = D.first_reduction(w, h)
+        s0 = D.DETECTOR_SIZE / max(w, h)
+        assert max(w, h) / k >= D.DETECTOR_SIZE, "the letterbox at full quality"
+        # a face phase 1 may answer for alone (COARSE_FACE in the letterbox) keeps a CHIP_FACE chip
+        assert k == 1 or D.COARSE_FACE / s0 / k >= D.CHIP_FACE
+        # and no larger reduction would do: the next one breaks one of the two
+        if k < max(D.REDUCTIONS):
+            k2 = 2 * k
+            assert max(w, h) / k2 < D.DETECTOR_SIZE or D.COARSE_FACE / s0 / k2 < D.CHIP_FACE
+    assert D.first_reduction(640, 480) == 1  # a small photo: nothing to save
+    assert D.first_reduction(4000, 3000) > 1 and D.first_reduction(4000, 3000) > D.reduction(4000, 3000, 24)
+
+
+def _grey_jpeg(w, h):
+    rgb = np.full((h, w, 3), 120, np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_the_photo_goes_to_phase_two_decoded_for_the_promise_when_phase_one_is_not_enough():
+    from pipeline.analysis import faces, next_pass, open_photo
+
+    data = _grey_jpeg(4000, 3000)
+    photo = open_photo(data)  # the default promise
+    assert photo.second and photo.reduced == D.first_reduction(4000, 3000)
+    assert [w.letterbox for w in photo.windows] == [True] and photo.size == (4000, 3000)
+    assert photo.rgb.shape[1] == 4000 // photo.reduced
+    # phase 1 found nothing (no candidates): phase 2, re-decoded at full size for 24 px faces
+    (again,) = next_pass([photo])
+    assert again is photo and photo.passes == 2 and photo.rgb.shape[:2] == (3000, 4000)
+    assert photo.windows and not any(w.letterbox for w in photo.windows)
+    assert next_pass([photo]) == [], "two phases at most"
+    assert len(faces(photo)[0]) == 0
+
+    # phase 1 found a large face (30% of the long side): the photo is done after one pass
+    photo = open_photo(data)
+    photo.candidates.append((np.array([[1000, 1000, 2200, 2300]], np.float32), np.array([0.99], np.float32),
+                             np.zeros((1, 5, 2), np.float32), np.array([0.99], np.float32)))
+    assert next_pass([photo]) == [] and photo.passes == 1
+    assert photo.rgb.shape[1] == 4000 // photo.reduced, "no second decode"
+
+
+def test_small_photos_and_the_legacy_single_pass_have_no_phase_two():
+    from pipeline.analysis import next_pass, open_photo
+
+    small = open_photo(_grey_jpeg(480, 360))
+    assert not small.second and next_pass([small]) == []
+    legacy = open_photo(_grey_jpeg(4000, 3000), promise=0)
+    assert not legacy.second and legacy.rgb.shape[:2] == (3000, 4000), "promise 0: full decode, one pass"
+    # a request's larger minimum that the letterbox covers: decoded for it, no phase 2
+    big = open_photo(_grey_jpeg(1920, 1080), min_face_size=400)
+    assert not big.second and big.reduced == D.reduction(1920, 1080, 400)

@@ -6,9 +6,11 @@ max_batch_size requests; we decode them, send ONE detector request for all of th
 multitask request (chunked to its max batch) for all their faces, so Triton's dynamic
 batching merges work across concurrent clients at both models.
 
-Large photos become several detector inputs (tiles, see pipeline/detect.py). They go out as
-concurrent BLS requests of `detector_request_batch` inputs each, so Triton's dynamic batcher
-merges them with each other and with other requests' inputs up to the detector's max batch.
+Detection runs in two phases (pipeline/detect.py): every photo's letterbox first, batched
+together; then, for the photos that need it, the rest of the plan (native pass or tiles). Those
+windows go out as concurrent BLS requests of `detector_request_batch` inputs each, so Triton's
+dynamic batcher merges them with each other and with other requests' inputs up to the detector's
+max batch. A request cancelled by its client during phase 1 gets no phase 2.
 
 The geometry (plan, letterbox, tiles, priors, NMS, alignment) lives in the `pipeline` package,
 copied next to this file by `export publish`, so the in-process reference runs the same code.
@@ -26,9 +28,9 @@ import triton_python_backend_utils as pb_utils
 sys.path.insert(0, os.path.dirname(__file__))
 
 from pipeline import contract as C  # noqa: E402
-from pipeline.analysis import collect, detector_batches, faces, open_photo  # noqa: E402
+from pipeline.analysis import collect, detector_batches, faces, next_pass, open_photo  # noqa: E402
 from pipeline.decode import ImageDecodeError  # noqa: E402
-from pipeline.detect import SCORE_THRESHOLD, TILE  # noqa: E402
+from pipeline.detect import MIN_FACE_SIZE, SCORE_THRESHOLD, TILE  # noqa: E402
 from pipeline.limits import DecodeLimits  # noqa: E402
 
 
@@ -100,7 +102,7 @@ class TritonPythonModel:
         self.decode_limits = DecodeLimits.from_params(params)
         self.multitask_batch = int(params.get("multitask_max_batch", "32"))
         # the documented smallest face (px of the original photo) the detection plan covers
-        self.min_face = int(params.get("min_face_size", "0"))
+        self.min_face = int(params.get("min_face_size", str(MIN_FACE_SIZE)))
         self.tile = int(params.get("tile_size", str(TILE)))
         self.det_request_batch = int(params.get("detector_request_batch", "4"))
         self.det_inflight = int(params.get("detector_requests_in_flight", "4"))
@@ -149,7 +151,7 @@ class TritonPythonModel:
             except Exception as batch_exc:  # noqa: BLE001 - find the culprit: each request on its own
                 outs = []
                 for photo in photos:
-                    photo.candidates.clear()  # drop what the failed batch collected
+                    photo.restart()  # drop what the failed batch collected: phase 1 again
                     if len(photos) == 1 or _overloaded(batch_exc) and not isinstance(batch_exc, VersionUnavailable):
                         outs.append(batch_exc)  # nobody to single out, or retrying adds to the load
                         continue
@@ -159,14 +161,24 @@ class TritonPythonModel:
                         outs.append(exc)
             for i, out in zip(jobs, outs):
                 responses[i] = (_error("cancelled by the client", "CANCELLED") if out is None
-                                else _error(str(out)) if isinstance(out, Exception)
+                                else _error(str(out) or f"decoding failed: {type(out).__name__}")
+                                if isinstance(out, Exception)
                                 else pb_utils.InferenceResponse(output_tensors=out))
         return responses
 
     async def _detect(self, photos, gone):
-        """Every window of every photo through the detector: small concurrent requests, at most
-        `det_inflight` built and outstanding at a time (tiles of a 40 MP photo are not all held).
-        Windows of a photo whose request was cancelled are not sent."""
+        """Phase 1 (the letterbox) of every photo, then phase 2 for the photos that need it and
+        whose client still waits (pipeline.analysis.next_pass; a photo whose phase-2 decode
+        failed carries its error and drops out)."""
+        todo = photos
+        while todo:
+            await self._windows(todo, gone)
+            todo = [photo for photo in next_pass(todo, self.score_threshold) if not gone(photo)]
+
+    async def _windows(self, photos, gone):
+        """The current phase's windows of every photo through the detector: small concurrent
+        requests, at most `det_inflight` built and outstanding at a time (tiles of a 40 MP photo
+        are not all held). Windows of a photo whose request was cancelled are not sent."""
         pending = set()
         failure = None
         dropped = set()
@@ -195,12 +207,13 @@ class TritonPythonModel:
             raise failure
 
     async def _analyze(self, photos, gone):
-        """Outputs per photo, None for a photo whose request was cancelled on the way."""
+        """Outputs per photo, None for a photo whose request was cancelled on the way, the
+        exception of a photo whose phase-2 decode failed (that request alone fails)."""
         await self._detect(photos, gone)
         live = [not gone(photo) for photo in photos]
         kept, per_image, chips = [], [], []
         for photo, alive in zip(photos, live):
-            if not alive:
+            if not alive or photo.error is not None:
                 continue
             boxes, scores, landmarks, crops = faces(photo, self.score_threshold)
             w, h = photo.size
@@ -245,7 +258,8 @@ class TritonPythonModel:
             out.append(pb_utils.Tensor(C.PL_MULTITASK_VERSION, np.array([[photo.multitask_version]], np.int32)))
             outputs.append(out)
         it = iter(outputs)
-        return [next(it) if alive else None for alive in live]
+        return [None if not alive else photo.error if photo.error is not None else next(it)
+                for photo, alive in zip(photos, live)]
 
     async def _multitask(self, chips, version):
         """Embeddings, ages, genders of `chips` by face_multitask `version` (> 0: named in every
