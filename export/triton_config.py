@@ -25,6 +25,7 @@ from pipeline.limits import DecodeLimits
 TARGETS = ("cpu", "gpu")
 
 FP32, INT32, UINT8, BYTES = pb.TYPE_FP32, pb.TYPE_INT32, pb.TYPE_UINT8, pb.TYPE_STRING
+_PB_TYPES = {"float32": FP32, "int32": INT32, "uint8": UINT8}
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,12 @@ def _bound_queue(cfg: pb.ModelConfig, max_size: int, timeout_us: int) -> None:
 
 def _io(name: str, dtype: int, dims: list[int], optional: bool = False):
     return dict(name=name, data_type=dtype, dims=dims, optional=optional)
+
+
+def _outputs(table: tuple[C.Output, ...], per_face: bool) -> list[dict]:
+    """Config outputs from the contract's table; face_pipeline's per-face ones have a variable
+    face dimension first (the multitask's batch dimension is Triton's own)."""
+    return [_io(o.name, _PB_TYPES[o.dtype], [-1, *o.dims] if per_face else list(o.dims)) for o in table]
 
 
 def _params(cfg: pb.ModelConfig, values: dict[str, object]) -> None:
@@ -175,8 +182,7 @@ def multitask_config(target: str, version: int, provenance: dict, t: Tuning = Tu
     return _model(
         C.MULTITASK, target, t.multitask_max_batch, t.multitask_preferred, version,
         [_io(C.MT_INPUT, UINT8, [C.CHIP_SIZE, C.CHIP_SIZE, 3])],
-        [_io(C.MT_EMBEDDING, FP32, [C.EMBEDDING_DIM]), _io(C.MT_AGE, FP32, [1]),
-         _io(C.MT_GENDER, FP32, [2])],
+        _outputs(C.MULTITASK_OUTPUTS, per_face=False),
         t, provenance, int8, also_serve)
 
 
@@ -191,17 +197,8 @@ def pipeline_config(t: Tuning = Tuning(), decode: DecodeLimits = DecodeLimits(),
         pb.ModelInput(name=C.PL_MAX_FACES, data_type=INT32, dims=[1], optional=True),
         pb.ModelInput(name=C.PL_MULTITASK_VERSION, data_type=INT32, dims=[1], optional=True),
     ])
-    cfg.output.extend([
-        pb.ModelOutput(name=C.PL_BOXES, data_type=FP32, dims=[-1, 4]),
-        pb.ModelOutput(name=C.PL_SCORES, data_type=FP32, dims=[-1]),
-        pb.ModelOutput(name=C.PL_LANDMARKS, data_type=FP32, dims=[-1, 5, 2]),
-        pb.ModelOutput(name=C.PL_EMBEDDINGS, data_type=FP32, dims=[-1, C.EMBEDDING_DIM]),
-        pb.ModelOutput(name=C.PL_AGE, data_type=FP32, dims=[-1]),
-        pb.ModelOutput(name=C.PL_GENDER, data_type=FP32, dims=[-1, 2]),
-        pb.ModelOutput(name=C.PL_CHIPS, data_type=UINT8, dims=[-1, C.CHIP_SIZE, C.CHIP_SIZE, 3]),
-        pb.ModelOutput(name=C.PL_IMAGE_SIZE, data_type=INT32, dims=[2]),
-        pb.ModelOutput(name=C.PL_MULTITASK_VERSION, data_type=INT32, dims=[1]),
-    ])
+    outputs = _outputs(C.FACE_OUTPUTS, per_face=True) + _outputs(C.PHOTO_OUTPUTS, per_face=False)
+    cfg.output.extend(pb.ModelOutput(**{k: v for k, v in o.items() if k != "optional"}) for o in outputs)
     cfg.dynamic_batching.max_queue_delay_microseconds = t.pipeline_queue_delay_us
     _bound_queue(cfg, t.pipeline_max_queue, t.pipeline_queue_timeout_us)
     # several instances: some decode/align while others wait on the detector or multitask

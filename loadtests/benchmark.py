@@ -85,7 +85,7 @@ def inprocess_worker(args):
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         t = time.perf_counter()
-        faces += len(pipe.analyze(datas[i % len(datas)])[C.PL_BOXES])
+        faces += len(pipe.analyze(datas[i % len(datas)]).faces)
         lat.append(time.perf_counter() - t)
         i += 1
     return lat, faces, time.perf_counter() - end + seconds

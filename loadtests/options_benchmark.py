@@ -29,7 +29,6 @@ from core.settings import PROJECT_ROOT
 from loadtests.benchmark import DATA, _closed_loop, load_average, published_models
 from tools.api_process import start_api, stop
 from tools.triton_local import TritonServer
-from pipeline import contract as C
 
 ARMS = (("base", None), ("current", None), ("current include=quality", "quality"),
         ("current include=all", "landmarks,embedding,crop,quality"))
@@ -78,9 +77,7 @@ def quality_cost(det: Path, mt: Path, paths: list[Path]) -> dict:
     faces, datas = [], [p.read_bytes() for p in paths]
     started = time.perf_counter()
     for data in datas:
-        out = pipe.analyze(data)
-        faces += [(out[C.PL_CHIPS][i], out[C.PL_LANDMARKS][i], out[C.PL_BOXES][i], float(out[C.PL_SCORES][i]))
-                  for i in range(len(out[C.PL_BOXES]))]
+        faces += [(f.chip, f.landmarks, f.box, f.score) for f in pipe.analyze(data).faces]
     pipeline_per_face = (time.perf_counter() - started) / len(faces)
     times = []
     for _ in range(20):

@@ -1,8 +1,14 @@
 """Names and shapes shared by the Triton models, the exporter and the API client.
 
 One place, so that `api/inference.py`, `triton_models/face_pipeline` and `export/` can never
-disagree about a tensor name or the geometry of a face chip.
+disagree about a tensor name or the geometry of a face chip. The models' outputs are tables
+(MULTITASK_OUTPUTS, FACE_OUTPUTS, PHOTO_OUTPUTS): name, dtype, shape and meaning, which every
+layer reads.
 """
+
+from dataclasses import dataclass
+
+import numpy as np
 
 # --- registered model names (MLflow registry name == Triton model name) ---
 DETECTOR = "face_detector"
@@ -29,11 +35,32 @@ ARCFACE_TEMPLATE = (
     (70.7299, 92.2041),
 )
 MT_INPUT = "chips"  # UINT8 [N,CHIP_SIZE,CHIP_SIZE,3] RGB; the graph normalises
-MT_EMBEDDING = "embedding"  # FP32 [N,128], L2-normalised
-MT_AGE = "age"  # FP32 [N,1], years
-MT_GENDER = "gender"  # FP32 [N,2], probabilities (female, male)
+MT_EMBEDDING = "embedding"
+MT_AGE = "age"
+MT_GENDER = "gender"
 GENDER_LABELS = ("female", "male")  # the columns of MT_GENDER and PL_GENDER
 EMBEDDING_DIM = 128
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output tensor: its name, numpy dtype, the shape of one face's row (the face or batch
+    dimension comes first on the wire) and what it means. `source`: the face_multitask output a
+    face_pipeline output carries, reshaped to `dims`."""
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+    meaning: str
+    source: str | None = None
+
+
+# face_multitask's outputs, one row per chip; export/convert builds one head per entry and
+# export/triton_config, face_pipeline and the in-process pipeline read this table.
+MULTITASK_OUTPUTS = (
+    Output(MT_EMBEDDING, "float32", (EMBEDDING_DIM,), "SFace embedding, L2-normalised"),
+    Output(MT_AGE, "float32", (1,), "age in years"),
+    Output(MT_GENDER, "float32", (2,), "probabilities (female, male), calibrated"),
+)
 
 # --- face_pipeline (BLS, python backend): one encoded photo in, every face out ---
 # Inputs (max_batch_size 0):
@@ -43,19 +70,45 @@ PL_MAX_FACES = "MAX_FACES"  # INT32 [1], optional, 0 = all; keeps the largest fa
 # INT32 [1], optional: the face_multitask version to embed with (the API asks for the version
 # its gallery is in); 0 or absent: the pipeline's default (the published production version)
 PL_MULTITASK_VERSION = "MULTITASK_VERSION"
-# Outputs, one row per face, largest face first:
-PL_BOXES = "BOXES"  # FP32 [K,4] x1,y1,x2,y2 in pixels of the upright (EXIF-applied) image, clipped
-PL_SCORES = "SCORES"  # FP32 [K]
-PL_LANDMARKS = "LANDMARKS"  # FP32 [K,5,2] original pixels: eye L, eye R, nose, mouth L, mouth R
-PL_EMBEDDINGS = "EMBEDDINGS"  # FP32 [K,128] L2-normalised
-PL_AGE = "AGE"  # FP32 [K] years
-PL_GENDER = "GENDER"  # FP32 [K,2] (female, male)
-PL_CHIPS = "CHIPS"  # UINT8 [K,CHIP_SIZE,CHIP_SIZE,3] RGB aligned canvas (stored for re-embedding)
-PL_IMAGE_SIZE = "IMAGE_SIZE"  # INT32 [2] width, height of the upright image
-# and output PL_MULTITASK_VERSION, INT32 [1]: the face_multitask version that made EMBEDDINGS.
-# Every BLS call to face_multitask names its version, so this is the version that ran, not a guess.
-# face_pipeline batches whole requests (max_batch_size > 0), so every input and output above
-# carries a leading batch dimension of 1 on the wire: IMAGE [1,1], BOXES [1,K,4], ...
+PL_BOXES = "BOXES"
+PL_SCORES = "SCORES"
+PL_LANDMARKS = "LANDMARKS"
+PL_EMBEDDINGS = "EMBEDDINGS"
+PL_AGE = "AGE"
+PL_GENDER = "GENDER"
+PL_CHIPS = "CHIPS"
+PL_IMAGE_SIZE = "IMAGE_SIZE"
+# Outputs, one row per face [K, *dims], largest face first, then the photo's own. face_pipeline
+# batches whole requests (max_batch_size > 0), so every input and output carries a leading
+# batch dimension of 1 on the wire: IMAGE [1,1], BOXES [1,K,4], ...
+FACE_OUTPUTS = (
+    Output(PL_BOXES, "float32", (4,), "x1, y1, x2, y2 in pixels of the upright (EXIF-applied) image, clipped"),
+    Output(PL_SCORES, "float32", (), "detection score"),
+    Output(PL_LANDMARKS, "float32", (5, 2), "original pixels: eye L, eye R, nose, mouth L, mouth R"),
+    Output(PL_EMBEDDINGS, "float32", (EMBEDDING_DIM,), "L2-normalised", source=MT_EMBEDDING),
+    Output(PL_AGE, "float32", (), "years", source=MT_AGE),
+    Output(PL_GENDER, "float32", (2,), "probabilities (female, male)", source=MT_GENDER),
+    Output(PL_CHIPS, "uint8", (CHIP_SIZE, CHIP_SIZE, 3), "RGB aligned canvas (stored for re-embedding)"),
+)
+PHOTO_OUTPUTS = (
+    Output(PL_IMAGE_SIZE, "int32", (2,), "width, height of the upright image"),
+    # every BLS call to face_multitask names its version: the version that ran, not a guess
+    Output(PL_MULTITASK_VERSION, "int32", (1,), "the face_multitask version that made EMBEDDINGS"),
+)
+PIPELINE_OUTPUTS = (*FACE_OUTPUTS, *PHOTO_OUTPUTS)
+
+
+def no_multitask_rows() -> dict[str, np.ndarray]:
+    """face_multitask's outputs for no chips at all."""
+    return {o.name: np.zeros((0, *o.dims), o.dtype) for o in MULTITASK_OUTPUTS}
+
+
+def face_rows(boxes, scores, landmarks, chips, multitask: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One photo's face_pipeline outputs by name, in the table's dtypes and shapes: the detection's
+    own from its faces, the rest from face_multitask's rows for those faces."""
+    detected = {PL_BOXES: boxes, PL_SCORES: scores, PL_LANDMARKS: landmarks, PL_CHIPS: chips}
+    return {o.name: np.ascontiguousarray(multitask[o.source] if o.source else detected[o.name], o.dtype)
+            .reshape(-1, *o.dims) for o in FACE_OUTPUTS}
 
 
 

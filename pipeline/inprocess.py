@@ -1,5 +1,6 @@
 """The whole face pipeline in this process with onnxruntime: the floor for benchmarks and
-the reference the Triton pipeline is compared with. Same functions as face_pipeline."""
+the reference the Triton pipeline is compared with. Same functions as face_pipeline, and the
+same result type as the Triton client (pipeline.result.Analysis)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import onnxruntime as ort
 from pipeline import contract as C
 from pipeline.analysis import detect, faces, open_photo
 from pipeline.detect import MIN_FACE_SIZE, SCORE_THRESHOLD
+from pipeline.result import Analysis, analysis_of, faces_to_ask
 
 
 class InProcessPipeline:
@@ -28,21 +30,18 @@ class InProcessPipeline:
         self.promise, self.batch = min_face_promise, detector_batch
         self.passes = 0  # detector phases of the last photo analysed
 
-    def analyze(self, data: bytes, min_face_size: int = 0, max_faces: int = 0) -> dict[str, np.ndarray]:
-        photo = open_photo(data, min_face_size=min_face_size, max_faces=max_faces,
+    def analyze(self, data: bytes, min_face_size: int = 0, max_faces: int = 0) -> Analysis:
+        """The same answer as api.inference.InferenceClient.analyze, computed in this process."""
+        photo = open_photo(data, min_face_size=min_face_size, max_faces=faces_to_ask(max_faces),
                            promise=self.promise, size=self.size)
         detect([photo], self.batch, lambda batch: self.detector.run(None, {C.DET_INPUT: batch}),
                self.score_threshold)
         self.passes = photo.passes  # 1: the letterbox answered alone; 2: the rest of the plan ran too
         boxes, scores, landmarks, chips = faces(photo, self.score_threshold)
-        w, h = photo.size
+        rows = C.no_multitask_rows()
         if len(chips):
-            emb, age, gender = self.multitask.run(None, {C.MT_INPUT: chips})
-        else:
-            emb = np.zeros((0, C.EMBEDDING_DIM), np.float32)
-            age, gender = np.zeros((0, 1), np.float32), np.zeros((0, 2), np.float32)
-        return {
-            C.PL_BOXES: boxes, C.PL_SCORES: scores, C.PL_LANDMARKS: landmarks,
-            C.PL_EMBEDDINGS: emb, C.PL_AGE: age.reshape(-1), C.PL_GENDER: gender,
-            C.PL_CHIPS: chips, C.PL_IMAGE_SIZE: np.array([w, h], np.int32),
-        }
+            names = [o.name for o in C.MULTITASK_OUTPUTS]
+            rows = dict(zip(names, self.multitask.run(names, {C.MT_INPUT: chips})))
+        out = C.face_rows(boxes, scores, landmarks, chips, rows)
+        out[C.PL_IMAGE_SIZE] = np.array(photo.size, np.int32)
+        return analysis_of(out, max_faces)

@@ -17,8 +17,7 @@ from tools.triton_local import inference_counts
 
 pytestmark = pytest.mark.triton
 
-OUTPUTS = (C.PL_BOXES, C.PL_SCORES, C.PL_LANDMARKS, C.PL_EMBEDDINGS, C.PL_AGE, C.PL_GENDER,
-           C.PL_CHIPS, C.PL_IMAGE_SIZE)
+OUTPUTS = [o.name for o in C.PIPELINE_OUTPUTS]
 from core.settings import MatchingSettings
 
 THRESHOLD = MatchingSettings().threshold
@@ -183,3 +182,32 @@ def test_detector_answers_concurrent_inputs_of_different_shapes(triton):
     for k, r in enumerate(results):
         x = inputs[k % len(inputs)]
         assert r.as_numpy("conf").shape[0] == x.shape[0]
+
+
+async def test_both_execution_backends_give_the_same_analysis(triton_settings, built_models, shared_data):
+    """The in-process onnxruntime pipeline and the Triton client answer with the same type, built
+    by name from the same outputs: the same faces, boxes, attributes and embeddings."""
+    from api.inference import InferenceClient
+    from pipeline.inprocess import InProcessPipeline
+    from pipeline.result import Analysis
+
+    # both with the deployed default detection plan (MIN_FACE_SIZE)
+    local = InProcessPipeline(built_models[C.DETECTOR], built_models[C.MULTITASK], threads=1)
+    remote = InferenceClient(triton_settings.triton)
+    try:
+        for name, max_faces in (("images/friends_t1.jpg", 0), ("images/pyfeat_multi.jpg", 2),
+                                ("images/bob_multi.png", 0)):
+            data = (shared_data / "detection" / name).read_bytes()
+            a, b = local.analyze(data, max_faces=max_faces), await remote.analyze(data, max_faces=max_faces)
+            assert type(a) is type(b) is Analysis
+            assert a.model_version is None and b.model_version  # only Triton names the version that ran
+            assert (a.width, a.height, a.faces_limited_to) == (b.width, b.height, b.faces_limited_to), name
+            assert len(a.faces) == len(b.faces) >= 1, name
+            for fa, fb in zip(a.faces, b.faces):
+                assert np.allclose(fa.box, fb.box, atol=1e-2), name
+                assert float(fa.embedding @ fb.embedding) > 0.999, name
+                assert abs(fa.age - fb.age) < 0.1 and fa.gender == fb.gender, name
+                assert fa.landmarks.shape == fb.landmarks.shape == (5, 2)
+                assert fa.chip.shape == fb.chip.shape == (C.CHIP_SIZE, C.CHIP_SIZE, 3)
+    finally:
+        await remote.close()

@@ -125,12 +125,12 @@ def test_a_large_photo_of_one_big_face_stays_on_one_pass(client, triton, shared_
 
 def test_the_in_process_pipeline_counts_its_phases(built_models, shared_data):
     pipe = InProcessPipeline(built_models[C.DETECTOR], built_models[C.MULTITASK], threads=1)
-    assert len(pipe.analyze(_one_face_12mp(shared_data))[C.PL_BOXES]) == 1 and pipe.passes == 1
+    assert len(pipe.analyze(_one_face_12mp(shared_data)).faces) == 1 and pipe.passes == 1
     rng = np.random.default_rng(11)
     sources, backgrounds = group_photos.load_sources(shared_data), group_photos.load_backgrounds(shared_data)
     photo = group_photos.grid(sources, backgrounds, 1920, 1080, 28, 8, 4, rng, "grid")
-    found = pipe.analyze(photo.jpeg)[C.PL_BOXES]
-    assert pipe.passes == 2 and len(metrics.match_pairs(photo.boxes.tolist(), found.tolist())) >= 27
+    found = [f.box.tolist() for f in pipe.analyze(photo.jpeg).faces]
+    assert pipe.passes == 2 and len(metrics.match_pairs(photo.boxes.tolist(), found)) >= 27
 
 
 @pytest.fixture(scope="module")

@@ -229,31 +229,23 @@ class TritonPythonModel:
         for version, members in per_version.items():
             part = np.concatenate([chips[k] for k in members])
             try:
-                emb, age, gender = await self._multitask(part, version)
+                rows = await self._multitask(part, version)
             except VersionUnavailable:
                 if not all(kept[k].version_fallback for k in members):
                     raise
-                emb, age, gender = await self._multitask(part, 0)
+                rows = await self._multitask(part, 0)
                 for k in members:
                     kept[k].multitask_version = 0
             start = 0
             for k in members:
                 end = start + len(chips[k])
-                results[k] = (emb[start:end], age[start:end], gender[start:end])
+                results[k] = {name: a[start:end] for name, a in rows.items()}
                 start = end
 
         outputs = []
-        for photo, (boxes, scores, landmarks, crops, w, h), (emb, age, gender) in zip(kept, per_image, results):
-            tensors = {
-                C.PL_BOXES: boxes.astype(np.float32),
-                C.PL_SCORES: scores.astype(np.float32),
-                C.PL_LANDMARKS: landmarks.reshape(-1, 5, 2).astype(np.float32),
-                C.PL_EMBEDDINGS: emb,
-                C.PL_AGE: age.reshape(-1),
-                C.PL_GENDER: gender,
-                C.PL_CHIPS: crops,
-            }
-            out = [pb_utils.Tensor(n, np.ascontiguousarray(a)[None]) for n, a in tensors.items()]
+        for photo, (boxes, scores, landmarks, crops, w, h), rows in zip(kept, per_image, results):
+            tensors = C.face_rows(boxes, scores, landmarks, crops, rows)
+            out = [pb_utils.Tensor(n, a[None]) for n, a in tensors.items()]
             out.append(pb_utils.Tensor(C.PL_IMAGE_SIZE, np.array([[w, h]], np.int32)))
             out.append(pb_utils.Tensor(C.PL_MULTITASK_VERSION, np.array([[photo.multitask_version]], np.int32)))
             outputs.append(out)
@@ -262,15 +254,15 @@ class TritonPythonModel:
                 for photo, alive in zip(photos, live)]
 
     async def _multitask(self, chips, version):
-        """Embeddings, ages, genders of `chips` by face_multitask `version` (> 0: named in every
-        call, so the version that answered is the one reported; 0: Triton's choice, only
-        for a repository written without a default)."""
+        """face_multitask's outputs (contract.MULTITASK_OUTPUTS) for `chips`, by name, from
+        `version` (> 0: named in every call, so the version that answered is the one reported;
+        0: Triton's choice, only for a repository written without a default)."""
         n = len(chips)
         if n == 0:
-            return (np.zeros((0, C.EMBEDDING_DIM), np.float32), np.zeros((0, 1), np.float32),
-                    np.zeros((0, 2), np.float32))
+            return C.no_multitask_rows()
+        names = [o.name for o in C.MULTITASK_OUTPUTS]
         parts = await asyncio.gather(*(
             _bls(self.multitask, [pb_utils.Tensor(C.MT_INPUT, np.ascontiguousarray(chips[s:s + self.multitask_batch]))],
-                 (C.MT_EMBEDDING, C.MT_AGE, C.MT_GENDER), version or -1)
+                 names, version or -1)
             for s in range(0, n, self.multitask_batch)))
-        return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))
+        return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(names)}
