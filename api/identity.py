@@ -40,7 +40,7 @@ from api.errors import (DatabaseUnavailable, EmbeddingVersionMismatch, FaceMatch
                         NotFound, TooManyFaces)
 from api.inference import Analysis, Face
 from api.matching import Gallery, Match
-from api.repository import GalleryEntry, Repository, Tx, utcnow
+from api.repository import DetectionRow, GalleryEntry, NewUnknown, Repository, Tx, utcnow
 from api.webhooks import Event, Webhooks, face_data
 from core.settings import Settings
 
@@ -349,15 +349,15 @@ class IdentityService:
                     sims = np.stack(new_vecs) @ face.embedding
                     j = int(np.argmax(sims))
                     if sims[j] >= self.settings.matching.same_image_threshold:
-                        m = Match(new_rows[j][0], "unknown", float(sims[j]))
+                        m = Match(new_rows[j].person_id, "unknown", float(sims[j]))
                 if m is None and not keep:
                     results.append(Identified(face, "unknown", None, None, None))
                     continue
                 if m is None:
                     pid = new_unknown_id()
-                    while pid in self.gallery or any(r[0] == pid for r in new_rows):
+                    while pid in self.gallery or any(r.person_id == pid for r in new_rows):
                         pid = new_unknown_id()
-                    new_rows.append((pid, face.embedding.tobytes(), encode_crop(face.chip), *model, now))
+                    new_rows.append(NewUnknown(pid, face.embedding.tobytes(), encode_crop(face.chip), *model, now))
                     new_vecs.append(face.embedding)
                     m = Match(pid, "unknown", similarity=None)  # a new person: nobody matched
                 if m.kind == "unknown":
@@ -368,9 +368,9 @@ class IdentityService:
             await self.repo.bump_unknowns(w.tx, counts, now)
             await self.repo.insert_detections(w.tx, det_rows)
             if self.webhooks:
-                await self._sighting_events(w, results, {r[0] for r in new_rows}, counts)
-            for (pid, *_), vec in zip(new_rows, new_vecs):
-                w.put(pid, "unknown", vec, None, analysis.model_version)
+                await self._sighting_events(w, results, {r.person_id for r in new_rows}, counts)
+            for row, vec in zip(new_rows, new_vecs):
+                w.put(row.person_id, "unknown", vec, None, analysis.model_version)
         return results, tops
 
     async def _sighting_events(self, w: _Write, results: list[Identified], created: set[str],
@@ -416,9 +416,9 @@ class IdentityService:
                 Identified(f, "unknown", None, None, None, top) for f, m, top in zip(faces, matches, tops)]
 
     @staticmethod
-    def _detection_row(face: Face, m: Match, now: dt.datetime) -> tuple:
-        return (m.person_id, m.kind, face.score, *face.xywh, face.age, face.gender, face.gender_confidence,
-                m.similarity, now)
+    def _detection_row(face: Face, m: Match, now: dt.datetime) -> DetectionRow:
+        return DetectionRow(m.person_id, m.kind, face.score, *face.xywh, face.age, face.gender,
+                            face.gender_confidence, m.similarity, now)
 
     # -- /register and naming ----------------------------------------------------------------
     async def register(self, analysis: Analysis, name: str, image: bytes | None,

@@ -240,6 +240,34 @@ class MySQLDatabase(Database):
                 asyncio.ensure_future(self.pool._wakeup())
 
 
+@dataclass(frozen=True, slots=True)
+class NewUnknown:
+    """An unknown person created by a photo (its first detection is a DetectionRow)."""
+    person_id: str
+    embedding: bytes  # float32 [EMBEDDING_DIM]
+    crop: bytes  # JPEG of the aligned face
+    model_name: str
+    model_version: str
+    seen_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionRow:
+    """One face of one photo, as face_detections stores it (the spec's columns)."""
+    person_id: str
+    face_type: str  # known | unknown
+    confidence: float
+    x: int
+    y: int
+    width: int
+    height: int
+    age: float | None
+    gender: str | None
+    gender_confidence: float | None
+    similarity: float | None  # None: a new person, nobody matched
+    detected_at: dt.datetime
+
+
 @dataclass
 class PersonRow:
     person_id: str
@@ -430,13 +458,13 @@ class Repository:
         return found
 
     # -- writes of one analysis ------------------------------------------------------------
-    async def insert_unknowns(self, tx: Tx, rows: Sequence[tuple]) -> None:
-        """rows: (person_id, embedding bytes, crop bytes, model_name, model_version, now)."""
+    async def insert_unknowns(self, tx: Tx, rows: Sequence[NewUnknown]) -> None:
         await tx.executemany(
             "INSERT INTO unknown_faces (person_id, embedding, face_crop, detection_count, first_seen,"
             " last_seen, model_name, model_version, created_at, updated_at)"
             " VALUES (%s, %s, %s, 0, %s, %s, %s, %s, %s, %s)",
-            [(p, e, c, now, now, mn, mv, now, now) for p, e, c, mn, mv, now in rows])
+            [(r.person_id, r.embedding, r.crop, r.seen_at, r.seen_at, r.model_name, r.model_version,
+              r.seen_at, r.seen_at) for r in rows])
 
     async def bump_unknowns(self, tx: Tx, counts: dict[str, int], now: dt.datetime) -> None:
         # atomic increments: exact under any number of concurrent writers
@@ -445,11 +473,13 @@ class Repository:
             " updated_at = %s WHERE person_id = %s",
             [(n, now, now, pid) for pid, n in counts.items()])
 
-    async def insert_detections(self, tx: Tx, rows: Sequence[tuple]) -> None:
+    async def insert_detections(self, tx: Tx, rows: Sequence[DetectionRow]) -> None:
         await tx.executemany(
             "INSERT INTO face_detections (person_id, face_type, confidence, bbox_x, bbox_y, bbox_width,"
             " bbox_height, age, gender, gender_confidence, similarity, detected_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [(r.person_id, r.face_type, r.confidence, r.x, r.y, r.width, r.height, r.age, r.gender,
+              r.gender_confidence, r.similarity, r.detected_at) for r in rows])
 
     # -- known people ------------------------------------------------------------------------
     async def known_by_name(self, tx: Tx, name: str):
