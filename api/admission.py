@@ -75,7 +75,7 @@ class Ticket:
         """Hold `n` slots in all (at most the worker's total, which a larger batch then has to
         itself) and return how many are held; raises Overloaded when they do not come in time."""
         adm = self.admission
-        n = min(n, adm.s.max_inflight)
+        n = min(n, adm.settings.max_inflight)
         if n <= self.held or adm.slots.try_take(n - self.held):
             self.held = max(n, self.held)
             return self.held
@@ -91,19 +91,19 @@ class Ticket:
 class Admission:
     def __init__(self, app, settings: AdmissionSettings):
         self.app = app
-        self.s = settings
+        self.settings = settings
         self._slots: Slots | None = None
         self.waiting = 0
 
     @property
     def slots(self) -> Slots:
         if self._slots is None:  # created on the worker's event loop, at its first request
-            self._slots = Slots(self.s.max_inflight)
+            self._slots = Slots(self.settings.max_inflight)
         return self._slots
 
     def _overloaded(self, why: str) -> Overloaded:
-        exc = Overloaded(f"the service is busy ({why}); retry after {self.s.retry_after_s} s")
-        exc.retry_after = self.s.retry_after_s
+        exc = Overloaded(f"the service is busy ({why}); retry after {self.settings.retry_after_s} s")
+        exc.retry_after = self.settings.retry_after_s
         metrics.REJECTED.labels("overloaded").inc()
         return exc
 
@@ -111,11 +111,11 @@ class Admission:
         """n slots now, or after a bounded wait, or Overloaded."""
         if self.slots.try_take(n):
             return
-        if self.waiting >= self.s.max_waiting:
+        if self.waiting >= self.settings.max_waiting:
             raise self._overloaded("queue full")
         self.waiting += 1
         try:
-            async with asyncio.timeout(self.s.max_wait_s):
+            async with asyncio.timeout(self.settings.max_wait_s):
                 await self.slots.take(n)
         except TimeoutError:
             raise self._overloaded(f"{what} waited too long") from None
