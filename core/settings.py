@@ -60,8 +60,6 @@ class TritonSettings(_Group):
     # model-repository:<header>=<key>): the header `export publish` sends; empty key = none
     admin_header: str = "triton-admin-key"
     admin_key: str = ""
-    # config.pbtxt flavour `export publish` writes by default: cpu or gpu
-    target: str = "cpu"
     metrics_url: str = "http://127.0.0.1:8002/metrics"
     # ports of the local server started by tools.triton_local (the API owns 8000)
     http_port: int = 8010
