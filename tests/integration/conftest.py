@@ -108,3 +108,13 @@ def served_api(settings: Settings):
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+async def model_statistics(client, models) -> dict:
+    """{model: {"inferences", "executions"}} from Triton's statistics through an aio gRPC client
+    (the python backend reports a request just after answering it, an error answer included)."""
+    out = {}
+    for model in models:
+        s = (await client.get_inference_statistics(model, as_json=True))["model_stats"][0]
+        out[model] = {"inferences": int(s.get("inference_count", 0)), "executions": int(s.get("execution_count", 0))}
+    return out

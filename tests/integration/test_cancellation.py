@@ -21,9 +21,10 @@ import tritonclient.grpc.aio as grpcaio
 
 from pipeline import contract as C
 from tests.costly_inputs import many_windows_photo
-from tests.integration.conftest import api_settings, running_api, served_api
+from tests.integration.conftest import api_settings, model_statistics, running_api, served_api
 
 pytestmark = pytest.mark.triton
+MODELS = (C.PIPELINE, C.DETECTOR)
 
 MIN_FACE = 12
 GROUP = "detection/images/friends_t1.jpg"
@@ -42,14 +43,6 @@ def inputs(data: bytes):
     return [image, small]
 
 
-async def counts(client) -> dict:
-    out = {}
-    for model in (C.PIPELINE, C.DETECTOR):
-        s = (await client.get_inference_statistics(model, as_json=True))["model_stats"][0]
-        out[model] = {"inferences": int(s.get("inference_count", 0)), "executions": int(s.get("execution_count", 0))}
-    return out
-
-
 class Counter:
     """face_detector's inferences and face_pipeline's finished requests since it was made."""
 
@@ -57,14 +50,14 @@ class Counter:
         self.client = grpcaio.InferenceServerClient(url)
 
     async def __aenter__(self):
-        self.start = await counts(self.client)
+        self.start = await model_statistics(self.client, MODELS)
         return self
 
     async def __aexit__(self, *exc):
         await self.client.close()
 
     async def delta(self) -> dict:
-        now = await counts(self.client)
+        now = await model_statistics(self.client, MODELS)
         return {m: {k: now[m][k] - self.start[m][k] for k in now[m]} for m in now}
 
     async def detector_started(self):

@@ -23,8 +23,10 @@ from tritonclient.utils import InferenceServerException
 
 from core.settings import UploadSettings
 from pipeline import contract as C
+from tests.integration.conftest import model_statistics
 
 pytestmark = pytest.mark.triton
+MODELS = (C.PIPELINE, C.DETECTOR)
 
 FAULTY_RUNNER = Path(__file__).parents[1] / "fault_injection" / "faulty_runner.py"
 MARK = (7, 201, 7)  # faulty_runner.MARK
@@ -75,25 +77,17 @@ async def infer(client, data: bytes):
     return res.as_numpy(C.PL_EMBEDDINGS)[0]
 
 
-async def stats(client) -> dict:
-    out = {}
-    for model in (C.PIPELINE, C.DETECTOR):
-        s = (await client.get_inference_statistics(model, as_json=True))["model_stats"][0]
-        out[model] = {"executions": int(s.get("execution_count", 0)), "inferences": int(s.get("inference_count", 0))}
-    return out
-
-
 async def shared_execution(url: str, datas: list[bytes]):
     """The answers to `datas` sent at once, and what face_pipeline and face_detector executed
     for them (Triton's statistics; the python backend reports them just after answering, and
     it counts an error answer as a success, so executions are what tell a retry)."""
     client = grpcaio.InferenceServerClient(url)
     try:
-        before = await stats(client)
+        before = await model_statistics(client, MODELS)
         answers = await asyncio.gather(*(infer(client, d) for d in datas))
         delta, last = None, None
         while delta is None or delta != last or delta[C.PIPELINE]["inferences"] < len(datas):
-            last, after = delta, await stats(client)
+            last, after = delta, await model_statistics(client, MODELS)
             delta = {m: {k: after[m][k] - before[m][k] for k in after[m]} for m in after}
             await asyncio.sleep(0.2)
     finally:
