@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import httpx
 
@@ -48,6 +48,20 @@ async def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
+async def pin(parts: SplitResult, allow_private: bool) -> tuple[str, str]:
+    """(URL with a checked address in place of the host, Host header): every address the host
+    resolves to must be public unless `allow_private`; the caller connects to the address checked
+    (send TLS SNI = parts.hostname), so a DNS answer that changes between check and connect
+    cannot point inside. UrlFetchFailed if the name does not resolve, UrlNotAllowed if private."""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    ips = [ipaddress.ip_address(a.split("%")[0]) for a in await resolve(parts.hostname, port)]
+    if not ips or not (allow_private or all(is_public(ip) for ip in ips)):
+        raise UrlNotAllowed(f"{parts.hostname} resolves to a private or reserved address")
+    ip = ips[0]
+    netloc = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), parts.netloc.rsplit("@", 1)[-1]
+
+
 async def fetch_image(url: str, settings: UrlFetchSettings) -> bytes:
     if not settings.enabled:
         raise UrlNotAllowed("fetching images by URL is switched off on this server (FA_URL_ENABLED)")
@@ -61,15 +75,8 @@ async def fetch_image(url: str, settings: UrlFetchSettings) -> bytes:
     host = parts.hostname
     if not host_allowed(host, settings.allowed_hosts):
         raise UrlNotAllowed(f"{host} is not in the allowed hosts (FA_URL_ALLOWED_HOSTS)")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    addresses = await resolve(host, port)
-    ips = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
-    if not ips or not (settings.allow_private or all(is_public(ip) for ip in ips)):
-        raise UrlNotAllowed(f"{host} resolves to a private or reserved address")
-    ip = ips[0]
-    netloc = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
-    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-    headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "image/*"}
+    pinned, host_header = await pin(parts, settings.allow_private)
+    headers = {"Host": host_header, "Accept": "image/*"}
     try:
         async with asyncio.timeout(settings.timeout_s):
             async with httpx.AsyncClient(follow_redirects=False, timeout=settings.timeout_s, trust_env=False) as client:

@@ -34,13 +34,14 @@ import time
 import uuid
 from dataclasses import dataclass
 import ipaddress
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
-from api.errors import UrlFetchFailed
+from api.errors import UrlFetchFailed, UrlNotAllowed
 from api.repository import Repository, Tx, utcnow
-from api.url_fetch import host_allowed, is_public, resolve
+from api.url_fetch import host_allowed, is_public
+from api.url_fetch import pin as url_pin
 from core.settings import WebhookSettings
 
 log = logging.getLogger("api.webhooks")
@@ -111,22 +112,17 @@ class AddressNotAllowed(Exception):
 
 
 async def pin(url: str, settings: WebhookSettings) -> tuple[str, dict, dict]:
-    """(URL with the checked address in place of the host, headers, httpx extensions): every
-    address the host resolves to must be public unless FA_WEBHOOK_ALLOW_PRIVATE, and the
-    connection goes to the address checked, so a DNS answer that changes between check and
-    connect cannot send a delivery inside the network (Host header and TLS SNI keep the name)."""
+    """(URL with the checked address in place of the host, headers, httpx extensions), by the
+    URL fetch's own check (api.url_fetch.pin): public addresses only unless
+    FA_WEBHOOK_ALLOW_PRIVATE, and the connection goes to the address checked."""
     parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        ips = [ipaddress.ip_address(a.split("%")[0]) for a in await resolve(parts.hostname, port)]
+        pinned, host = await url_pin(parts, settings.allow_private)
     except UrlFetchFailed:
         raise AddressNotAllowed("unresolvable") from None
-    if not ips or not (settings.allow_private or all(is_public(ip) for ip in ips)):
-        raise AddressNotAllowed("address_not_allowed")
-    ip = ips[0]
-    netloc = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
-    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-    return pinned, {"Host": parts.netloc}, {"sni_hostname": parts.hostname}
+    except UrlNotAllowed:
+        raise AddressNotAllowed("address_not_allowed") from None
+    return pinned, {"Host": host}, {"sni_hostname": parts.hostname}
 
 
 def new_secret() -> str:
