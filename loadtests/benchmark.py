@@ -16,7 +16,7 @@ average of the machine is recorded before and after every class (other work on a
 machine slows every figure; the ratios are taken side by side within a class). Writes JSON
 and a Markdown report.
 
-    python -m loadtests.benchmark [--seconds 15] [--classes original 720p 1080p 12MP]   (make bench)
+    python -m loadtests.benchmark [--seconds 6] [--rounds 3] [--classes original 720p 1080p 12MP]   (make bench)
 """
 
 from __future__ import annotations
@@ -61,11 +61,46 @@ def bench_photos(data: Path = DATA) -> list[Path]:
 
 
 def summarise(latencies: list[float], wall: float, faces: int = 0) -> dict:
+    """One measurement's figures; `wall_s`, `faces` and the raw latencies (`_lat`, seconds) are
+    kept so that rounds of the same measurement can be pooled (`pooled`)."""
     lat = np.asarray(latencies) * 1000
     return {"images": len(lat), "images_per_s": round(len(lat) / wall, 2),
             "faces_per_s": round(faces / wall, 2) if faces else None,
             "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
-            "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None}
+            "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
+            "wall_s": round(wall, 3), "faces": faces, "_lat": list(latencies)}
+
+
+def pooled(parts: list[dict]) -> dict:
+    """Rounds of one measurement as one figure: images, faces and seconds summed (a round run
+    while the machine was busier weighs by its length, not by its rate), latencies pooled,
+    Triton's inference and execution counts summed; `rounds` keeps each round's images/s."""
+    if len(parts) == 1 and "_lat" not in parts[0] and "_counts" not in parts[0]:
+        return parts[0]
+    if any(p is None or "error" in p for p in parts):  # a peer that failed in any round
+        return next(p for p in parts if p is None or "error" in p)
+    if "processed" in parts[0]:  # a peer's JSON: it reports rates, not its latencies
+        wall = sum(p["elapsed_s"] for p in parts)
+        out = dict(parts[-1])
+        out.update(processed=sum(p["processed"] for p in parts), elapsed_s=round(wall, 2),
+                   images_per_s=round(sum(p["processed"] for p in parts) / wall, 3),
+                   faces_per_s=round(sum(p["faces_per_s"] * p["elapsed_s"] for p in parts) / wall, 3),
+                   p50_ms=round(float(np.median([p["p50_ms"] for p in parts])), 1),  # median of rounds
+                   p99_ms=max(p["p99_ms"] for p in parts))
+    else:
+        lat = [x for p in parts for x in p["_lat"]]
+        out = summarise(lat, sum(p["wall_s"] for p in parts), sum(p["faces"] for p in parts))
+        for key in ("concurrency", "procs"):
+            if key in parts[0]:
+                out[key] = parts[0][key]
+        if "errors" in parts[0]:
+            out["errors"] = sum(p["errors"] for p in parts)
+        if "_counts" in parts[0]:
+            counts = {m: [sum(p["_counts"][m][k] for p in parts) for k in (0, 1)] for m in parts[0]["_counts"]}
+            out["batching"] = {m: round(n / max(e, 1), 2) for m, (n, e) in counts.items()}
+        out.pop("_lat")
+    out["rounds"] = [p["images_per_s"] for p in parts]
+    return out
 
 
 # -- 1. in-process floor ----------------------------------------------------------------------
@@ -100,11 +135,10 @@ def inprocess_pool(det: Path, mt: Path, photos: list[Path], seconds: float, proc
 
 
 def run_inprocess(det: Path, mt: Path, photos: list[Path], seconds: float, procs: int = 2) -> dict:
-    t0 = time.perf_counter()
     results = inprocess_pool(det, mt, photos, seconds, procs)
-    wall = time.perf_counter() - t0 - 0  # includes warm-up; use the measured window instead
     lat = [x for r in results for x in r[0]]
-    return summarise(lat, seconds, sum(r[1] for r in results)) | {"procs": procs, "wall_s": round(wall, 1)}
+    # the measured window, not the pool's wall time (that includes spawning and warm-up)
+    return summarise(lat, seconds, sum(r[1] for r in results)) | {"procs": procs}
 
 
 # -- 2./3. closed-loop load at a given concurrency ------------------------------------------------
@@ -170,7 +204,10 @@ async def run_triton(grpc_url: str, datas: list[bytes], concurrencies, seconds: 
             before = inference_counts(metrics_url) if metrics_url else None
             out[f"c{c}"] = await _closed_loop(call, datas, c, seconds)
             if before is not None:
-                out[f"c{c}"]["batching"] = batching_ratio(before, inference_counts(metrics_url))
+                after = inference_counts(metrics_url)
+                out[f"c{c}"]["batching"] = batching_ratio(before, after)
+                out[f"c{c}"]["_counts"] = {m: (after[m][0] - before[m][0], after[m][1] - before[m][1])
+                                           for m in after}
         return out
     finally:
         await client.close()
@@ -247,8 +284,9 @@ def _row(name: str, r: dict) -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Machine: {result['cpus']} cores, {result.get('machine', '')}; {result['seconds']:.0f} s per "
-             f"measurement; started {result.get('started', '')}.", ""]
+    lines = [f"Machine: {result['cpus']} cores, {result.get('machine', '')}; {result.get('rounds', 1)} "
+             f"interleaved round(s) of {result['seconds']:.0f} s per measurement; started "
+             f"{result.get('started', '')}.", ""]
     for name, r in result["classes"].items():
         d = r["set"]
         lines += [f"## {name}: {d['photos']} photos, median {d['median_mp']} MP (largest {d['max_mp']} MP), "
@@ -273,7 +311,9 @@ def markdown(result: dict) -> str:
         for k, v in r["ratios"].items():
             target = TARGETS.get(k)
             verdict = "" if target is None or v is None else (" (target ≥ %s: %s)" % (target, "met" if v >= target else "NOT met"))
-            lines.append(f"- {k}: **{v}**{verdict}")
+            spread = r.get("ratios_by_round", {}).get(k)
+            each = f"; by round {', '.join(map(str, spread))}" if spread else ""
+            lines.append(f"- {k}: **{v}**{verdict}{each}")
         lines.append("")
     return "\n".join(lines)
 
@@ -281,19 +321,20 @@ def markdown(result: dict) -> str:
 def run(seconds: float, out: Path, grpc_url: str, metrics_url: str, det: Path, mt: Path,
         peers_dir: Path | None = Path("/tmp/peers"), photos: list[Path] | None = None,
         classes: list[str] | None = None, data: Path = DATA, limit: int | None = None,
-        work: Path | None = None) -> dict:
+        work: Path | None = None, rounds: int = 1) -> dict:
     """Every measurement for every size class. `photos` replaces the built sets by one class
-    of given photos (tests)."""
+    of given photos (tests). With `rounds` > 1 every measurement of a class runs that many
+    times, the rounds interleaved (see _run_class)."""
     work = work or PROJECT_ROOT / "var" / "bench"
     sets = {"given": photos} if photos else photo_sets.build(data, work / "photos", classes, limit)
-    result = {"seconds": seconds, "cpus": os.cpu_count(), "machine": _machine(),
+    result = {"seconds": seconds, "rounds": rounds, "cpus": os.cpu_count(), "machine": _machine(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "classes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = api_process.start_api(grpc_url, Path(tmp), **API_ENV)
         try:
             for name, paths in sets.items():
                 result["classes"][name] = _run_class(name, paths, seconds, grpc_url, metrics_url, url,
-                                                     det, mt, peers_dir)
+                                                     det, mt, peers_dir, rounds)
                 save(result, out)  # a long run cut short keeps the classes it finished
         finally:
             api_process.stop(proc)
@@ -309,21 +350,38 @@ def save(result: dict, out: Path) -> None:
     (out / "benchmark.md").write_text(markdown(result))
 
 
-def _run_class(name, paths, seconds, grpc_url, metrics_url, api_url, det, mt, peers_dir) -> dict:
+def _run_class(name, paths, seconds, grpc_url, metrics_url, api_url, det, mt, peers_dir, rounds=1) -> dict:
+    """The measurements of one class. On a shared machine the load can change between two
+    measurements run one after the other, and a ratio of two of them then measures the load:
+    so with `rounds` > 1 they run in rounds, each round starting at the next measurement
+    (in-process, Triton, API, peers, rotated), and each figure pools its rounds."""
     datas = [p.read_bytes() for p in paths]
     r = {"set": photo_sets.describe(paths), "load_before": load_average()}
-    print(f"[bench] {name}: {len(paths)} photos, {seconds:.0f}s per measurement, load {r['load_before']}", flush=True)
-    print("[bench]   in-process onnxruntime ...", flush=True)
-    r["inprocess"] = run_inprocess(det, mt, paths, seconds)
-    print("[bench]   Triton direct ...", flush=True)
-    r["triton"] = asyncio.run(run_triton(grpc_url, datas, (1, 16, 32), seconds, metrics_url))
-    print("[bench]   API ...", flush=True)
-    r["api"] = asyncio.run(run_api(api_url, datas, (1, 16), seconds))
+    print(f"[bench] {name}: {len(paths)} photos, {rounds} x {seconds:.0f}s per measurement, "
+          f"load {r['load_before']}", flush=True)
+    arms = [("inprocess", lambda: run_inprocess(det, mt, paths, seconds)),
+            ("triton", lambda: asyncio.run(run_triton(grpc_url, datas, (1, 16, 32), seconds, metrics_url))),
+            ("api", lambda: asyncio.run(run_api(api_url, datas, (1, 16), seconds)))]
     if peers_dir is not None:
-        print("[bench]   peers ...", flush=True)
-        r["peers"] = peers_for(paths, seconds, peers_dir)
+        arms.append(("peers", lambda: peers_for(paths, seconds, peers_dir)))
+    runs: dict[str, list] = {arm: [] for arm, _ in arms}
+    for k in range(rounds):
+        for arm, measure in arms[k % len(arms):] + arms[:k % len(arms)]:
+            print(f"[bench]   round {k + 1}: {arm} ...", flush=True)
+            runs[arm].append(measure())
+    r["inprocess"] = pooled(runs["inprocess"])
+    for arm in ("triton", "api", "peers"):
+        if runs.get(arm):
+            r[arm] = {key: pooled([one[key] for one in runs[arm]]) for key in runs[arm][0]}
     r["load_after"] = load_average()
     r["ratios"] = class_ratios(r)
+    if rounds > 1:  # the spread of each ratio over the rounds: how much the load moved it
+        each = [class_ratios({"inprocess": runs["inprocess"][k],
+                              **{arm: runs[arm][k] for arm in ("triton", "api", "peers") if runs.get(arm)}})
+                for k in range(rounds)]
+        r["ratios_by_round"] = {key: [e[key] for e in each] for key in r["ratios"]}
+    for part in [r["inprocess"], *r["triton"].values(), *r["api"].values()]:
+        part.pop("_lat", None), part.pop("_counts", None)
     print(f"[bench]   {name}: " + ", ".join(f"{k} {v}" for k, v in r["ratios"].items()), flush=True)
     return r
 
@@ -346,7 +404,9 @@ def published_models() -> tuple[Path, Path, Path]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=15)
+    p.add_argument("--seconds", type=float, default=6, help="per measurement and round")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds per class: ratios survive load that changes during the run")
     p.add_argument("--classes", nargs="+", choices=list(photo_sets.SIZE_CLASSES), default=None)
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs" / "benchmark")
     p.add_argument("--peers", type=Path, default=Path("/tmp/peers"),
@@ -357,7 +417,8 @@ def main(argv=None) -> int:
     repo, det, mt = published_models()
     with tempfile.TemporaryDirectory() as work, serving(repo, Path(work)) as server:
         run(args.seconds, args.out, server.grpc_url, server.metrics_url, det, mt,
-            peers_dir=None if args.no_peers else args.peers, classes=args.classes, limit=args.limit)
+            peers_dir=None if args.no_peers else args.peers, classes=args.classes, limit=args.limit,
+            rounds=args.rounds)
     return 0
 
 

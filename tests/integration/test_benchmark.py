@@ -13,7 +13,8 @@ pytestmark = pytest.mark.triton
 def test_benchmark_driver_measures_every_stage_per_size_class(triton, built_models, shared_data, tmp_path, capsys):
     result = benchmark.run(1.0, tmp_path / "out", triton.grpc_url, triton.metrics_url,
                            built_models[C.DETECTOR], built_models[C.MULTITASK], peers_dir=None,
-                           classes=["original", "720p"], data=shared_data, limit=2, work=tmp_path)
+                           classes=["original", "720p"], data=shared_data, limit=2, work=tmp_path,
+                           rounds=2)
     assert list(result["classes"]) == ["original", "720p"]
     for name, r in result["classes"].items():
         for part in (r["inprocess"], *r["triton"].values(), *r["api"].values()):
@@ -24,6 +25,9 @@ def test_benchmark_driver_measures_every_stage_per_size_class(triton, built_mode
         assert len(r["load_before"]) == 3
         assert r["ratios"]["API c16 / in-process floor"] > 0
         assert r["ratios"]["API c16 / best OpenCV"] is None  # no peers here
+        # two interleaved rounds, pooled: each figure keeps its rounds' rates
+        assert len(r["inprocess"]["rounds"]) == 2 and len(r["api"]["c16"]["rounds"]) == 2
+        assert len(r["ratios_by_round"]["API c16 / Triton c16"]) == 2
     # the 720p class was built: JPEG, the pixel count of 1280x720 within rounding
     scaled = result["classes"]["720p"]["set"]
     assert scaled["photos"] == 2 and abs(scaled["median_mp"] - 0.92) < 0.01
