@@ -73,15 +73,16 @@ class InferenceClient:
         await self._client.close()
 
     async def analyze(self, data: bytes, min_face_size: int = 0, max_faces: int = 0,
-                      multitask_version: str | None = None) -> Analysis:
+                      multitask_version: str | None = None, small_faces: bool = True) -> Analysis:
         """`multitask_version`: embed with this face_multitask version (the gallery's); None:
-        the pipeline's default. ModelVersionUnavailable when that version is not served."""
+        the pipeline's default. ModelVersionUnavailable when that version is not served.
+        `small_faces` False: the one letterbox pass (contract.PL_SINGLE_PASS)."""
         image = grpcaio.InferInput(C.PL_IMAGE, [1, 1], "BYTES")
         image.set_data_from_numpy(np.array([[data]], dtype=np.object_))
         inputs = [image]
         version = int(multitask_version) if multitask_version and multitask_version.isdigit() else 0
         for name, value in ((C.PL_MIN_FACE_SIZE, min_face_size), (C.PL_MAX_FACES, faces_to_ask(max_faces)),
-                            (C.PL_MULTITASK_VERSION, version)):
+                            (C.PL_MULTITASK_VERSION, version), (C.PL_SINGLE_PASS, int(not small_faces))):
             if value:
                 t = grpcaio.InferInput(name, [1, 1], "INT32")
                 t.set_data_from_numpy(np.array([[value]], np.int32))

@@ -26,6 +26,12 @@ CANDIDATES_HELP = ("The k best gallery matches per face (1..FA_LIMITS_CANDIDATES
                    "the matching threshold; taken from the gallery as it was before this photo's own writes. "
                    "mode=track and mode=search only (422 with mode=detect). Adds `candidates` to each face.")
 
+SMALL_FACES_HELP = ("true (the server's FA_DETECT_SMALL_FACES, true by default): faces down to 24 px are found "
+                    "anywhere in the photo, with a second, full-resolution detection on large photos whose "
+                    "faces are small (group photos). false: one detection over the photo scaled to 480 px, "
+                    "which finds faces from about 1/20 of its long side (as OpenCV's YuNet at 640 px); a "
+                    "12 MP group photo then costs what a portrait does.")
+
 
 @dataclass(frozen=True)
 class AnalyzeOptions:
@@ -35,6 +41,7 @@ class AnalyzeOptions:
     max_faces: int = 0  # effective cap (server's and request's smaller; 0 = none)
     min_confidence: float = 0.0  # faces with a lower detection score are dropped
     candidates: int = 0  # the k best gallery matches per face; 0 = none (the contract's response)
+    small_faces: bool = True  # False: the one letterbox pass (faces from ~1/20 of the long side)
 
 
 def parse_include(raw: str | None) -> frozenset[str]:
@@ -49,7 +56,8 @@ def parse_include(raw: str | None) -> frozenset[str]:
 
 def resolve(settings: Settings, include: str | None = None, threshold: float | None = None,
             min_face_size: int | None = None, max_faces: int | None = None,
-            min_confidence: float | None = None, candidates: int | None = None) -> AnalyzeOptions:
+            min_confidence: float | None = None, candidates: int | None = None,
+            small_faces: bool | None = None) -> AnalyzeOptions:
     lim, det = settings.limits, settings.detection
     if threshold is not None and not lim.threshold_min <= threshold <= lim.threshold_max:
         raise InvalidField(f"threshold must be within [{lim.threshold_min}, {lim.threshold_max}]")
@@ -66,7 +74,8 @@ def resolve(settings: Settings, include: str | None = None, threshold: float | N
         include=parse_include(include), threshold=threshold,
         min_face_size=max(det.min_face_size, min_face_size or 0),
         max_faces=min(v for v in (det.max_faces, max_faces) if v) if (det.max_faces or max_faces) else 0,
-        min_confidence=min_confidence or 0.0, candidates=candidates or 0)
+        min_confidence=min_confidence or 0.0, candidates=candidates or 0,
+        small_faces=det.small_faces if small_faces is None else small_faces)
 
 
 def analyze_options(
@@ -85,5 +94,7 @@ def analyze_options(
     min_confidence: float | None = Query(None, description="drop faces with a lower detection score, 0..1 "
                                          "(the detector already drops those under 0.6)", examples=[0.9]),
     candidates: int | None = Query(None, description=CANDIDATES_HELP, examples=[3]),
+    small_faces: bool | None = Query(None, description=SMALL_FACES_HELP, examples=[False]),
 ) -> AnalyzeOptions:
-    return resolve(settings, include, threshold, min_face_size, max_faces, min_confidence, candidates)
+    return resolve(settings, include, threshold, min_face_size, max_faces, min_confidence, candidates,
+                   small_faces)

@@ -155,6 +155,10 @@ class DetectionSettings(_Group):
     # the largest N faces of a photo are analysed and stored; the response says when it applied
     # (Rekognition indexes at most 100 too). 0 = no limit.
     max_faces: int = 100
+    # False: one detector pass over the photo scaled to 480 px (faces from about 1/20 of its long
+    # side, as OpenCV's YuNet at 640 px), the cheapest on large photos; True: also the faces down
+    # to the published promise (24 px) anywhere in the photo. A request's small_faces overrides it.
+    small_faces: bool = True
 
 
 class QualitySettings(_Group):

@@ -195,6 +195,7 @@ def pipeline_config(t: Tuning = Tuning(), decode: DecodeLimits = DecodeLimits(),
         pb.ModelInput(name=C.PL_IMAGE, data_type=BYTES, dims=[1]),
         pb.ModelInput(name=C.PL_MIN_FACE_SIZE, data_type=INT32, dims=[1], optional=True),
         pb.ModelInput(name=C.PL_MAX_FACES, data_type=INT32, dims=[1], optional=True),
+        pb.ModelInput(name=C.PL_SINGLE_PASS, data_type=INT32, dims=[1], optional=True),
         pb.ModelInput(name=C.PL_MULTITASK_VERSION, data_type=INT32, dims=[1], optional=True),
     ])
     outputs = _outputs(C.FACE_OUTPUTS, per_face=True) + _outputs(C.PHOTO_OUTPUTS, per_face=False)

@@ -44,6 +44,7 @@ class Photo:
     second: bool = False  # phase 2 may still follow
     reduced: int = 1  # the JPEG decode reduction asked for this image (1: full size)
     passes: int = 1  # detector phases planned so far (1 or 2)
+    single_pass: bool = False  # asked for phase 1 only
     error: BaseException | None = None  # phase 2 failed for this photo alone
     # candidates of every window run so far: boxes, scores, landmarks, rank, in ORIGINAL pixels
     candidates: list = field(default_factory=list)
@@ -59,39 +60,44 @@ class Photo:
         h, w = self.rgb.shape[:2]
         self.candidates.clear()
         self.windows = plan(w, h, math.inf, self.size_, self.tile)
-        self.second = math.isfinite(self.target) and len(plan(w, h, self.target / self.fx, self.size_, self.tile)) > 1
+        self.second = (not self.single_pass and math.isfinite(self.target)
+                       and len(plan(w, h, self.target / self.fx, self.size_, self.tile)) > 1)
         self.passes, self.error = 1, None
 
 
 def open_photo(data: bytes, limits: DecodeLimits = DecodeLimits(), min_face_size: int = 0, max_faces: int = 0,
-               promise: int = MIN_FACE_SIZE, size: int = DETECTOR_SIZE, tile: int = TILE) -> Photo:
+               promise: int = MIN_FACE_SIZE, size: int = DETECTOR_SIZE, tile: int = TILE,
+               single_pass: bool = False) -> Photo:
     """Decode for phase 1 and plan it. The detection covers faces down to `promise` pixels (the
     service's documented minimum) or to the request's `min_face_size` when that is larger: a
     larger minimum lets a JPEG be decoded smaller and the detector see less of it. `promise` 0:
     the one 480 px letterbox pass of a full-size decode whatever the photo's size, as before the
-    plan existed (faces narrower than about 1/20 of the long side are missed)."""
+    plan existed (faces narrower than about 1/20 of the long side are missed). `single_pass`:
+    phase 1 and nothing else (the same reach as `promise` 0 at the cost of phase 1: the reduced
+    decode); faces it finds near the letterbox's floor get chips from that reduced decode."""
     caps = limits.kwargs()
-    if promise <= 0 and min_face_size <= 0:
+    if promise <= 0 and min_face_size <= 0 and not single_pass:
         rgb = decode_reduced(data, **caps)[0]
         h, w = rgb.shape[:2]
         return Photo(data, rgb, 1.0, 1.0, plan(w, h, math.inf, size, tile), min_face_size, max_faces,
                      limits=limits, size_=size, tile=tile)
-    target = max(promise, min_face_size)
+    target = max(promise, min_face_size) or MIN_FACE_SIZE  # single_pass with promise 0
     asked = {"k": 1, "second": False}
 
     def phase1(w: int, h: int) -> int:
         full = plan(w, h, target, size, tile)
         # the letterbox alone covers the promise: decode for the promise, no phase 2
-        asked["second"] = not (len(full) == 1 and full[0].letterbox)
+        asked["second"] = not (len(full) == 1 and full[0].letterbox) and not single_pass
         k = reduction(w, h, target, size)
-        asked["k"] = max(first_reduction(w, h, size), k) if asked["second"] else k
+        asked["k"] = max(first_reduction(w, h, size), k) if asked["second"] or single_pass else k
         return asked["k"]
 
     rgb, fx, fy = decode_reduced(data, reduction=phase1, **caps)
     h, w = rgb.shape[:2]
     return Photo(data, rgb, fx, fy, plan(w, h, math.inf, size, tile), min_face_size, max_faces,
                  target=target, limits=limits, size_=size, tile=tile,
-                 second=asked["second"], reduced=asked["k"] if (fx, fy) != (1.0, 1.0) else 1)
+                 second=asked["second"], reduced=asked["k"] if (fx, fy) != (1.0, 1.0) else 1,
+                 single_pass=single_pass)
 
 
 def next_pass(photos: list[Photo], score_threshold: float = SCORE_THRESHOLD) -> list[Photo]:

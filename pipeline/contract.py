@@ -67,6 +67,10 @@ MULTITASK_OUTPUTS = (
 PL_IMAGE = "IMAGE"  # BYTES [1], the encoded file (JPEG/PNG/WebP/BMP/TIFF/GIF)
 PL_MIN_FACE_SIZE = "MIN_FACE_SIZE"  # INT32 [1], optional, pixels of the original image
 PL_MAX_FACES = "MAX_FACES"  # INT32 [1], optional, 0 = all; keeps the largest faces
+# INT32 [1], optional: 1 = the one letterbox pass of a reduced decode (faces from about 1/20 of
+# the photo's long side, the reach of OpenCV's YuNet at 640 px), no small-face phase; 0/absent:
+# the documented small-face promise (pipeline/detect.py)
+PL_SINGLE_PASS = "SINGLE_PASS"
 # INT32 [1], optional: the face_multitask version to embed with (the API asks for the version
 # its gallery is in); 0 or absent: the pipeline's default (the published production version)
 PL_MULTITASK_VERSION = "MULTITASK_VERSION"

@@ -30,10 +30,11 @@ class InProcessPipeline:
         self.promise, self.batch = min_face_promise, detector_batch
         self.passes = 0  # detector phases of the last photo analysed
 
-    def analyze(self, data: bytes, min_face_size: int = 0, max_faces: int = 0) -> Analysis:
+    def analyze(self, data: bytes, min_face_size: int = 0, max_faces: int = 0,
+                single_pass: bool = False) -> Analysis:
         """The same answer as api.inference.InferenceClient.analyze, computed in this process."""
         photo = open_photo(data, min_face_size=min_face_size, max_faces=faces_to_ask(max_faces),
-                           promise=self.promise, size=self.size)
+                           promise=self.promise, size=self.size, single_pass=single_pass)
         detect([photo], self.batch, lambda batch: self.detector.run(None, {C.DET_INPUT: batch}),
                self.score_threshold)
         self.passes = photo.passes  # 1: the letterbox answered alone; 2: the rest of the plan ran too

@@ -34,7 +34,8 @@ JSON_EXAMPLE = {"image": "/9j/4AAQSkZJRgABAQAAAQABAAD..."}
 
 async def infer(inference: InferenceClient, data: bytes, options: AnalyzeOptions,
                 version: str | None = None) -> Analysis:
-    analysis = await inference.analyze(data, options.min_face_size, options.max_faces, version)
+    analysis = await inference.analyze(data, options.min_face_size, options.max_faces, version,
+                                       small_faces=options.small_faces)
     if options.min_confidence:
         analysis.faces = [f for f in analysis.faces if f.score >= options.min_confidence]
     return analysis

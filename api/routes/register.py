@@ -54,7 +54,8 @@ async def register(request: Request, settings: SettingsDep, inference: Inference
     data = await image_bytes(request, file, settings.upload, body, url_settings=settings.url_fetch)
 
     async def work(version):
-        analysis = await inference.analyze(data, settings.detection.min_face_size, multitask_version=version)
+        analysis = await inference.analyze(data, settings.detection.min_face_size, multitask_version=version,
+                                           small_faces=settings.detection.small_faces)
         gate = settings.quality.register_min_score
         if analysis.faces and (len(analysis.faces) == 1 or largest_face):
             q = quality(analysis.faces[0])  # the largest face, the one register takes

@@ -41,7 +41,8 @@ async def verify(settings: SettingsDep, inference: InferenceDep, identity: Ident
         """Both sides embedded by one face_multitask version (the gallery's when there is one)."""
         faces, versions = [], set()
         for label, data in zip(("file1", "file2"), datas):
-            analysis = await inference.analyze(data, settings.detection.min_face_size, multitask_version=version)
+            analysis = await inference.analyze(data, settings.detection.min_face_size, multitask_version=version,
+                                           small_faces=settings.detection.small_faces)
             faces.append((pick_face(analysis, largest_face, label), len(analysis.faces)))
             versions.add(analysis.model_version)
         if person_id is not None:

@@ -28,6 +28,7 @@ def test_benchmark_driver_measures_every_stage_per_size_class(triton, built_mode
         # two interleaved rounds, pooled: each figure keeps its rounds' rates
         assert len(r["inprocess"]["rounds"]) == 2 and len(r["api"]["c16"]["rounds"]) == 2
         assert len(r["ratios_by_round"]["API c16 / Triton c16"]) == 2
+        assert r["api_one_pass"]["c16"]["images"] > 0 and r["api_one_pass"]["c16"]["errors"] == 0
     # the 720p class was built: JPEG, the pixel count of 1280x720 within rounding
     scaled = result["classes"]["720p"]["set"]
     assert scaled["photos"] == 2 and abs(scaled["median_mp"] - 0.92) < 0.01

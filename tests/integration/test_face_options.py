@@ -86,6 +86,32 @@ async def test_per_request_settings_apply_and_are_bounded(api, shared_data):
         assert r.json()["success"] is False and r.json()["error"] in ("invalid_field", "validation_error")
 
 
+async def test_small_faces_false_is_one_pass_with_the_letterbox_reach(api, shared_data):
+    """small_faces=false: the faces of a 1080p photo the 480 px letterbox can see (150 px: 37 px
+    there) are found, its 28 px faces (7 px there) are not; by default all are (the 37 px faces
+    are near enough the letterbox's floor to send the photo to the second phase)."""
+    from export import group_photos, metrics
+
+    rng = np.random.default_rng(17)
+    sources, backgrounds = group_photos.load_sources(shared_data), group_photos.load_backgrounds(shared_data)
+    made = group_photos.scattered(sources, backgrounds, 1920, 1080, [28, 150], 12, rng, "two_sizes")
+    big = made.sizes >= 100
+    assert big.any() and (~big).any()
+    upload = {"file": ("two_sizes.jpg", made.jpeg, "image/jpeg")}
+
+    def found(body):
+        return [[f["bbox"]["x"], f["bbox"]["y"], f["bbox"]["x"] + f["bbox"]["width"],
+                 f["bbox"]["y"] + f["bbox"]["height"]] for f in body["faces"]]
+
+    full = (await api.post("/analyze", params={"mode": "detect"}, files=upload)).json()
+    fast = (await api.post("/analyze", params={"mode": "detect", "small_faces": "false"}, files=upload)).json()
+    assert len(metrics.match_pairs(made.boxes.tolist(), found(full))) >= 0.9 * len(made.boxes)
+    assert len(metrics.match_pairs(made.boxes[big].tolist(), found(fast))) == int(big.sum())
+    assert len(fast["faces"]) == int(big.sum())
+    r = await api.post("/analyze", params={"small_faces": "maybe"}, files=upload)
+    assert r.status_code == 422, r.text
+
+
 async def test_a_per_request_threshold_decides_the_match(api, shared_data):
     r = await api.post("/register", files=photo(shared_data, WOMAN.format(0)), data={"person_name": "Model"})
     assert r.status_code == 200, r.text

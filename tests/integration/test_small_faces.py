@@ -131,6 +131,46 @@ def test_the_in_process_pipeline_counts_its_phases(built_models, shared_data):
     photo = group_photos.grid(sources, backgrounds, 1920, 1080, 28, 8, 4, rng, "grid")
     found = [f.box.tolist() for f in pipe.analyze(photo.jpeg).faces]
     assert pipe.passes == 2 and len(metrics.match_pairs(photo.boxes.tolist(), found)) >= 27
+    # asked for one pass: the letterbox sees these faces at 7 px and finds none of them
+    assert len(pipe.analyze(photo.jpeg, single_pass=True).faces) == 0 and pipe.passes == 1
+
+
+def _single_pass(data: bytes) -> list:
+    inputs = _inputs(data)
+    t = grpcclient.InferInput(C.PL_SINGLE_PASS, [1, 1], "INT32")
+    t.set_data_from_numpy(np.array([[1]], np.int32))
+    return inputs + [t]
+
+
+def test_single_pass_is_one_detector_input_with_the_letterbox_reach(client, triton, shared_data):
+    """SINGLE_PASS: a 12 MP group photo whose small faces send it through tiles by default is one
+    detector input when asked; it still finds the faces the letterbox can see, with the same
+    boxes and embeddings as the default's (both from phase 1's reduced decode)."""
+    rng = np.random.default_rng(13)
+    sources, backgrounds = group_photos.load_sources(shared_data), group_photos.load_backgrounds(shared_data)
+    photo = group_photos.scattered(sources, backgrounds, 4000, 3000, [32, 48, 300], 18, rng, "mixed_12mp")
+    big = photo.sizes >= 250  # 36 px in the letterbox: found by it, and close enough to its floor
+    # (COARSE_FACE) that the default goes on to the tiles
+    assert big.any() and (~big).sum() >= 6
+
+    before = _detector_counts(triton.metrics_url)
+    default = analyze(client, photo.jpeg)
+    middle = _detector_counts(triton.metrics_url)
+    res = client.infer(C.PIPELINE, _single_pass(photo.jpeg),
+                       outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUTS])
+    after = _detector_counts(triton.metrics_url)
+    one = {n: res.as_numpy(n)[0] for n in OUTPUTS}
+
+    assert middle[0] - before[0] > 10, "the default tiled the photo"
+    assert after[0] - middle[0] == 1, "one detector input: the letterbox"
+    truth_big = photo.boxes[big].tolist()
+    assert len(metrics.match_pairs(truth_big, one[C.PL_BOXES].tolist())) == len(truth_big)
+    assert len(metrics.match_pairs(photo.boxes.tolist(), default[C.PL_BOXES].tolist())) > len(truth_big)
+    assert len(one[C.PL_BOXES]) < len(default[C.PL_BOXES])
+    for box, emb in zip(one[C.PL_BOXES], one[C.PL_EMBEDDINGS]):
+        k = int(np.argmax([metrics.iou(box, b) for b in default[C.PL_BOXES]]))
+        assert metrics.iou(box, default[C.PL_BOXES][k]) >= 0.9
+        assert float(emb @ default[C.PL_EMBEDDINGS][k]) >= 0.95
 
 
 @pytest.fixture(scope="module")

@@ -127,7 +127,8 @@ class TritonPythonModel:
                 photo = open_photo(bytes(data), self.decode_limits,
                                    min_face_size=_optional_int(request, C.PL_MIN_FACE_SIZE),
                                    max_faces=_optional_int(request, C.PL_MAX_FACES),
-                                   promise=self.min_face, size=self.size, tile=self.tile)
+                                   promise=self.min_face, size=self.size, tile=self.tile,
+                                   single_pass=bool(_optional_int(request, C.PL_SINGLE_PASS)))
             except ImageDecodeError as exc:
                 responses[i] = _error(C.INVALID_IMAGE_PREFIX + str(exc))
                 continue
