@@ -74,6 +74,22 @@ def test_deployed_int8_graph_stays_close_to_fp32(built_models, fp32_multitask, c
     assert np.abs(fp[1] - q[1]).max() < 1e-4 and np.abs(fp[2] - q[2]).max() < 1e-5
 
 
+def test_int8_sface_prelus_run_as_table_lookups(built_models):
+    """Both branches of every quantised PRelu (Relu(x) + a * Clip(x, max=0)) are LeakyRelus
+    between DequantizeLinear and QuantizeLinear (onnxruntime: QLinearLeakyRelu); only the PRelu
+    behind the fp32 first convolution keeps Relu and Clip."""
+    import collections
+
+    import onnx
+
+    nodes = [n for n in onnx.load(str(built_models[C.MULTITASK])).graph.node if n.name.startswith("sface/")]
+    ops = collections.Counter(n.op_type for n in nodes)
+    assert ops["PRelu"] == 0 and ops["Relu"] == ops["Clip"] == 1
+    assert ops["LeakyRelu"] == 2 * (ops["Add"] - 1)  # one Add per PRelu joins its two branches
+    producer = {o: n.op_type for n in nodes for o in n.output}
+    assert all(producer[n.input[0]] == "DequantizeLinear" for n in nodes if n.op_type == "LeakyRelu")
+
+
 def test_subnormal_weights_are_flushed_without_changing_outputs(built_models, files):
     import onnx
     from onnx import numpy_helper
