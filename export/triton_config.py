@@ -146,8 +146,8 @@ def _gpu(cfg: pb.ModelConfig, version: int, inputs: list[dict], t: Tuning, int8:
         warm.inputs[i["name"]].zero_data = True
     if not t.tensorrt or any(d == -1 for i in inputs for d in i["dims"]):
         # TensorRT only where the shapes are fixed: an engine's optimisation profile must span
-        # every input shape, and the detector's are the detection plan's (480 letterbox, 640
-        # tiles, native passes of any aspect up to 2.3 MP), so it stays on the CUDA EP
+        # every input shape, and the detector's are the detection plan's (480 letterbox, native
+        # passes and tiles of any shape up to 640 x 640 px), so it stays on the CUDA EP
         return
     acc = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
     # int8 QDQ graphs need TensorRT's INT8 mode to run as int8; fp32 graphs get FP16

@@ -8,12 +8,14 @@ its own input (`DETECTOR_MIN_FACE`, measured). Three plans, cheapest first:
 - letterbox: the whole photo scaled to fit one DETECTOR_SIZE square, when that scale still shows
   the smallest promised face at DETECTOR_MIN_FACE pixels (the fast path, batched across requests);
 - native: the photo at the detection scale in one pass of its own shape (padded to a multiple of
-  32), when that is at most NATIVE_MAX_PIXELS (one tile's worth): no overlap, little padding;
-- tiled: the letterbox pass for large faces plus a pyramid of overlapping TILE x TILE tiles, from
-  the letterbox scale up to the detection scale in steps of at most LEVEL_STEP. Each level answers
+  32), when that is at most TILE x TILE pixels: no overlap, little padding;
+- tiled: the letterbox pass for large faces plus a pyramid of overlapping tiles, from the
+  letterbox scale up to the detection scale in steps of at most LEVEL_STEP. Each level answers
   for the faces the coarser one may miss; tiles overlap by enough to hold those faces whole.
-All windows of a photo are merged with one NMS. Tiles have one shape, so Triton's dynamic batcher
-batches them with each other across requests.
+  Each level is cut into the grid of equal tiles (at most TILE x TILE pixels, sides multiples
+  of 32) with the fewest pixels in all (`_grid`), so little is paid for overlap and padding.
+All windows of a photo are merged with one NMS. The tiles of a level have one shape, so a
+photo's tiles are batched with each other (Triton's dynamic batcher merges them).
 
 By default the plan runs in two phases (pipeline.analysis), so that photos whose faces are all
 large pay for one letterbox pass only:
@@ -32,6 +34,7 @@ the tiny ones; the request's min_face_size cannot ask for them either (it only s
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -52,12 +55,12 @@ NMS_IOU = 0.4
 # at score 0.6 (README, "Small faces"). Lower score thresholds did not move it much.
 DETECTOR_MIN_FACE = 24
 MIN_FACE_SIZE = 24  # the promise: faces this wide (px of the original photo) are found
-TILE = 640  # tile side: less overlap per pixel than 480 tiles
 LEVEL_STEP = 3.0  # largest scale ratio between two pyramid levels
-# one untiled pass only up to a tile's pixels: the detector's dynamic batcher stacks up to 16
-# inputs of one shape, and 16 native 2 MP inputs took the machine's memory (make test, 50
-# concurrent 2.1 MP photos); above it, 640 px tiles bound every batch to 16 x 640 x 640
-NATIVE_MAX_PIXELS = TILE * TILE
+# Every window other than the letterbox holds at most TILE x TILE pixels: the detector's dynamic
+# batcher stacks up to detector_max_batch inputs of one shape, and 16 native 2 MP inputs took the
+# machine's memory (make test, 50 concurrent 2.1 MP photos); a batch of 8 windows of 640 x 640
+# peaks at 315 MB in onnxruntime (1144 MB for 8 of 1920 x 1088). Larger photos are tiled.
+TILE = 640
 REDUCTIONS = (8, 4, 2)  # JPEG DCT-domain decode scales libjpeg offers (1/8, 1/4, 1/2)
 # Face width (px of the decoded image) from which an aligned chip is as good as one from the
 # full-size photo: SFace embeddings of faces downscaled to 96/64/48/32 px against full size,
@@ -68,7 +71,7 @@ CHIP_FACE = 96
 # the photo's long side, so a face the letterbox cannot see (< ~24 px) would be under half the
 # narrowest face found. Measured on the letterbox pass (README, "Small faces"): the 21 one-face
 # photos of ../shared/data have their face at 62-343 px at every size class (all settle; 3x, 72
-# px, would send 2 of them through the whole plan, 54 tiles at 12 MP); the group photos of the
+# px, would send 2 of them through the whole plan, 48 tiles at 12 MP); the group photos of the
 # evaluation set and of detection/ with faces left to find show their narrowest found face at
 # 9-44 px, or none (all go on), the one exception a grid of 15 faces all at 75 px.
 COARSE_FACE = 2 * DETECTOR_MIN_FACE
@@ -228,12 +231,42 @@ def _ceil32(v: float) -> int:
     return int(-(-math.ceil(v) // 32) * 32)
 
 
-def _starts(length: int, tile: int, overlap: float) -> list[int]:
-    """Tile origins along one axis: evenly spread, neighbours overlapping by >= overlap."""
-    if length <= tile:
-        return [0]
-    n = math.ceil((length - overlap) / (tile - overlap))
-    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+def _sides(length: int, overlap: float) -> list[tuple[int, int]]:
+    """(count, side) of the windows worth trying along an axis of `length` px, neighbours
+    overlapping by >= `overlap`, sides multiples of 32: one window, then every count whose
+    windows are shorter than the axis and still advance by 32 px or more. Sides never grow."""
+    out, n = [(1, _ceil32(length))], 2
+    while (side := _ceil32((length + (n - 1) * overlap) / n)) - overlap >= 32:
+        if side < length:
+            out.append((n, side))
+        n += 1
+    return out
+
+
+def _origins(length: int, n: int, side: int) -> list[int]:
+    return [0] if n == 1 else [round(i * (length - side) / (n - 1)) for i in range(n)]
+
+
+@lru_cache(maxsize=256)
+def _grid(width: int, height: int, overlap: float, max_pixels: int):
+    """The grid of equal tiles over a width x height level with the fewest detector pixels in all
+    (then the fewest tiles), no tile over `max_pixels`: ((tile width, x origins), (tile height,
+    y origins)). At the finest level square 640 px tiles cost 2.7x the level's pixels at 1280x720
+    and 1.6x at 4000x3000 in overlap and padding; this grid 1.2x and 1.4x."""
+    cols, rows = _sides(width, overlap), _sides(height, overlap)
+    neg_row_sides = [-side for _, side in rows]
+    best = None
+    for nx, sx in cols:
+        # the fewest rows whose tiles fit (more rows add overlap; the next two too, for rounding)
+        first = bisect.bisect_left(neg_row_sides, -(max_pixels // sx))
+        for ny, sy in rows[first:first + 3]:
+            cost = (nx * sx * ny * sy, nx * ny)
+            if best is None or cost < best[0]:
+                best = (cost, nx, sx, ny, sy)
+    if best is None:
+        raise ValueError(f"no tiling of {width}x{height} px, overlap {overlap:.0f}, in {max_pixels} px tiles")
+    _, nx, sx, ny, sy = best
+    return (sx, _origins(width, nx, sx)), (sy, _origins(height, ny, sy))
 
 
 def plan(width: int, height: int, min_face: float = MIN_FACE_SIZE, size: int = DETECTOR_SIZE,
@@ -246,7 +279,7 @@ def plan(width: int, height: int, min_face: float = MIN_FACE_SIZE, size: int = D
     if s <= s0:
         return [base]
     sw, sh = max(1, round(width * s)), max(1, round(height * s))
-    if _ceil32(sw) * _ceil32(sh) <= NATIVE_MAX_PIXELS:
+    if _ceil32(sw) * _ceil32(sh) <= tile * tile:
         native = Window(s, 0, 0, sw, sh, (_ceil32(sh), _ceil32(sw)))
         # the letterbox too when the native pass could hold faces larger than the detector was
         # checked on (faces up to 1.5x DETECTOR_SIZE were found whole on ../shared/data)
@@ -259,11 +292,11 @@ def plan(width: int, height: int, min_face: float = MIN_FACE_SIZE, size: int = D
         lw, lh = max(1, round(width * sk)), max(1, round(height * sk))
         biggest = DETECTOR_MIN_FACE * step * 1.2  # what the coarser level may miss, +20%
         margin = 0.15 * biggest
-        overlap = biggest + 2 * margin
-        for y0 in _starts(lh, tile, overlap):
-            for x0 in _starts(lw, tile, overlap):
-                w, h = min(tile, lw - x0), min(tile, lh - y0)
-                windows.append(Window(sk, x0, y0, w, h, (tile, tile), biggest, margin,
+        (tw, xs), (th, ys) = _grid(lw, lh, biggest + 2 * margin, tile * tile)
+        for y0 in ys:
+            for x0 in xs:
+                w, h = min(tw, lw - x0), min(th, lh - y0)
+                windows.append(Window(sk, x0, y0, w, h, (th, tw), biggest, margin,
                                       (x0 > 0, y0 > 0, x0 + w < lw, y0 + h < lh)))
     return windows
 

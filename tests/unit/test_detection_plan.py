@@ -32,18 +32,21 @@ def test_medium_photos_get_one_pass_of_their_own_shape():
     assert (win.scale, win.shape, win.max_face) == (1.0, (384, 640), math.inf)
     (win,) = D.plan(480, 720)
     assert win.shape == (736, 480)
-    # above one tile's pixels: tiles, so that no detector batch grows beyond 16 tiles
+    # above one tile's pixels: tiles, so that no detector batch holds more than its count of tiles
     wins = D.plan(1920, 1080)
-    assert wins[0].letterbox and all(w.shape == (D.TILE, D.TILE) for w in wins[1:])
+    assert wins[0].letterbox and all(w.shape[0] * w.shape[1] <= D.TILE ** 2 for w in wins[1:])
 
 
 def _faces_fit(windows, width, height, trials=3000, seed=0):
-    """Every face the finest level answers for lies whole inside one of its tiles, clear of the
-    tile edges that cut the photo, at the finest scale."""
+    """Every face a level of tiles answers for lies whole inside one of its tiles, clear of the
+    tile edges that cut the photo, at that level's scale."""
+    for scale in {w.scale for w in windows if not w.letterbox}:
+        _faces_fit_level([w for w in windows if w.scale == scale], width, height, trials, seed)
+
+
+def _faces_fit_level(tiles, width, height, trials, seed):
     rng = np.random.default_rng(seed)
-    finest = max(w.scale for w in windows)
-    tiles = [w for w in windows if w.scale == finest]
-    lw, lh = round(width * finest), round(height * finest)
+    lw, lh = round(width * tiles[0].scale), round(height * tiles[0].scale)
     for _ in range(trials):
         size = rng.uniform(D.DETECTOR_MIN_FACE, tiles[0].max_face)
         x, y = rng.uniform(0, lw - size), rng.uniform(0, lh - size)
@@ -64,7 +67,12 @@ def test_large_photos_get_a_pyramid_of_tiles_down_to_the_promised_face(width, he
     wins = D.plan(width, height)
     assert wins[0].letterbox
     tiles = wins[1:]
-    assert all(t.shape == (D.TILE, D.TILE) for t in tiles), "one shape, so the batcher can merge them"
+    for s in {t.scale for t in tiles}:
+        level = [t for t in tiles if t.scale == s]
+        assert len({t.shape for t in level}) == 1, "one shape per level, so its tiles batch together"
+        th, tw = level[0].shape
+        assert th * tw <= D.TILE ** 2 and th % 32 == 0 and tw % 32 == 0
+        assert all(tw - t.w < 32 and th - t.h < 32 for t in level), "padding only to a multiple of 32"
     assert max(t.scale for t in tiles) == 1.0  # 24 px faces at DETECTOR_MIN_FACE = 24
     scales = sorted({t.scale for t in tiles} | {wins[0].scale})
     assert all(b / a <= D.LEVEL_STEP + 1e-6 for a, b in zip(scales, scales[1:]))
@@ -74,6 +82,56 @@ def test_large_photos_get_a_pyramid_of_tiles_down_to_the_promised_face(width, he
         assert max(t.x0 + t.w for t in level) == lw and max(t.y0 + t.h for t in level) == lh
         assert min(t.x0 for t in level) == 0 and min(t.y0 for t in level) == 0
     _faces_fit(wins, width, height)
+
+
+def _brute_force_grid(width, height, overlap, max_pixels):
+    """Every count of columns and rows whose windows still advance by 32 px: the fewest pixels."""
+    best = None
+    for nx in range(1, width // 32 + 2):
+        for ny in range(1, height // 32 + 2):
+            sx = D._ceil32(width) if nx == 1 else D._ceil32((width + (nx - 1) * overlap) / nx)
+            sy = D._ceil32(height) if ny == 1 else D._ceil32((height + (ny - 1) * overlap) / ny)
+            if (nx > 1 and (sx >= width or sx - overlap < 32)) or (ny > 1 and (sy >= height or sy - overlap < 32)):
+                continue
+            if sx * sy <= max_pixels and (best is None or (nx * ny * sx * sy, nx * ny) < best):
+                best = (nx * ny * sx * sy, nx * ny)
+    return best
+
+
+@pytest.mark.parametrize("width,height,overlap", [(1280, 720, 100), (1920, 1080, 75), (4000, 3000, 108),
+                                                  (1386, 1039, 108), (7300, 5475, 93), (2600, 1000, 90),
+                                                  (970, 2204, 75), (5000, 300, 120)])
+def test_each_level_gets_the_grid_of_tiles_with_the_fewest_pixels(width, height, overlap):
+    (tw, xs), (th, ys) = D._grid(width, height, overlap, D.TILE ** 2)
+    assert (len(xs) * len(ys) * tw * th, len(xs) * len(ys)) == _brute_force_grid(width, height, overlap, D.TILE ** 2)
+    for side, origins, length in ((tw, xs, width), (th, ys, height)):
+        assert origins[0] == 0 and (origins[-1] + side == length or origins == [0])
+        assert all(b - a <= side - overlap for a, b in zip(origins, origins[1:])), "neighbours overlap enough"
+
+
+def test_tiles_cost_little_more_than_the_pixels_they_cover():
+    """Overlap and padding: square 640 px tiles paid 2.7x a 720p photo's pixels and 1.6x a 12 MP
+    photo's; the grid of each level 1.2x and 1.4x (the letterbox aside)."""
+    for (width, height), most in (((1280, 720), 1.25), ((1920, 1080), 1.35), ((4000, 3000), 1.45)):
+        wins = [w for w in D.plan(width, height) if not w.letterbox]
+        covered = sum(round(width * s) * round(height * s) for s in {w.scale for w in wins})
+        assert sum(w.shape[0] * w.shape[1] for w in wins) <= most * covered
+
+
+@pytest.mark.parametrize("tile", [480, 640, 800])
+def test_no_window_but_the_letterbox_exceeds_the_tile_pixels(tile):
+    rng = np.random.default_rng(1)
+    for _ in range(60):
+        width, height = (int(v) for v in rng.integers(200, 9000, 2))
+        if rng.random() < 0.2:  # panoramas and strips
+            width = int(rng.integers(6000, 20000))
+            height = int(rng.integers(200, 800))
+        wins = D.plan(width, height, tile=tile)
+        assert all(w.shape[0] * w.shape[1] <= tile * tile for w in wins if not w.letterbox)
+        for s in {w.scale for w in wins if not w.letterbox}:  # each level covers its scaled photo
+            level = [w for w in wins if w.scale == s]
+            lw, lh = max(1, round(width * s)), max(1, round(height * s))
+            assert max(w.x0 + w.w for w in level) == lw and max(w.y0 + w.h for w in level) == lh
 
 
 def test_reduction_keeps_the_detector_inputs_and_the_chips_at_full_quality():
