@@ -3,6 +3,9 @@
 The lifespan builds the parts once per worker and keeps them in `app.state.services`; a route
 states which parts it uses in its signature (`settings: SettingsDep`, `repo: RepositoryDep`, ...)
 and a test can swap one with `app.dependency_overrides[deps.app_settings] = ...`.
+
+They are `async def` although they never await: FastAPI runs a plain `def` dependency in its
+thread pool, and a thread hop per dependency (four on /analyze) cost more CPU than the lookup.
 """
 
 from __future__ import annotations
@@ -29,28 +32,28 @@ class Services:
     webhooks: Webhooks | None = None
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def app_settings(request: Request) -> Settings:
-    return services(request).settings
+async def app_settings(request: Request) -> Settings:
+    return request.app.state.services.settings
 
 
-def inference(request: Request) -> InferenceClient:
-    return services(request).inference
+async def inference(request: Request) -> InferenceClient:
+    return request.app.state.services.inference
 
 
-def repository(request: Request) -> Repository:
-    return services(request).repo
+async def repository(request: Request) -> Repository:
+    return request.app.state.services.repo
 
 
-def identity(request: Request) -> IdentityService:
-    return services(request).identity
+async def identity(request: Request) -> IdentityService:
+    return request.app.state.services.identity
 
 
-def webhooks(request: Request) -> Webhooks:
-    return services(request).webhooks
+async def webhooks(request: Request) -> Webhooks:
+    return request.app.state.services.webhooks
 
 
 ServicesDep = Annotated[Services, Depends(services)]  # /health checks every part

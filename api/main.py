@@ -8,7 +8,7 @@ import datetime as dt
 import logging
 import time
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
@@ -176,17 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Admission, settings=settings.admission)
     app.add_middleware(AuthGate, auth=settings.auth)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        started = time.perf_counter()
-        route = request.scope.get("route")
-        response = await call_next(request)
-        route = request.scope.get("route") or route
-        endpoint = getattr(route, "path", "unmatched")
-        metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
-        metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - started)
-        return response
-
+    app.add_middleware(metrics.Observe)
     app.add_middleware(BodySizeLimit, max_bytes=settings.upload.max_bytes,
                        batch_images=settings.limits.batch_max_images)
     app.add_middleware(errors.ContainErrors)

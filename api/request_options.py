@@ -78,7 +78,7 @@ def resolve(settings: Settings, include: str | None = None, threshold: float | N
         small_faces=det.small_faces if small_faces is None else small_faces)
 
 
-def analyze_options(
+async def analyze_options(  # async: no thread-pool hop (api.deps)
     settings: SettingsDep,
     include: str | None = Query(None, description=INCLUDE_HELP, examples=["landmarks,quality"]),
     threshold: float | None = Query(None, description="matching threshold (cosine) for this request, within "
