@@ -28,7 +28,9 @@ MODE_HELP = ("track (default): match, remember new faces as unknown people, coun
              "detection (the API contract). search: match against the gallery, write nothing; a face "
              "nobody matches has person_id null. detect: faces and attributes only, no matching, no writes.")
 
-IMAGE_HELP = "JPEG, PNG, WebP, BMP, TIFF or GIF; or send application/json {\"image\": \"<base64>\"} instead"
+IMAGE_HELP = ("JPEG, PNG, WebP, BMP, TIFF or GIF; or send the file itself as the body (Content-Type image/jpeg, "
+              "image/png, ... or application/octet-stream: the cheapest for the server), or application/json "
+              "{\"image\": \"<base64>\"}")
 JSON_EXAMPLE = {"image": "/9j/4AAQSkZJRgABAQAAAQABAAD..."}
 
 
@@ -63,12 +65,13 @@ async def respond(identity: IdentityService, gate: float, analysis: Analysis, op
 
 
 @router.post("/analyze", response_model=AnalyzeResponse, summary="Analyse every face in a photo",
-             openapi_extra=json_request_body(JSON_EXAMPLE, []))
+             openapi_extra=json_request_body(JSON_EXAMPLE, [], raw=True))
 async def analyze(request: Request, settings: SettingsDep, inference: InferenceDep, identity: IdentityDep,
                   file: UploadFile | None = File(None, description=IMAGE_HELP),
                   options: AnalyzeOptions = Depends(analyze_options), mode: Mode = Query("track", description=MODE_HELP)):
     check_mode(options, mode)
-    data = await image_bytes(request, file, settings.upload, url_settings=settings.url_fetch)
+    data = await image_bytes(request, file, settings.upload, url_settings=settings.url_fetch,
+                             raw=True)  # or the photo as the body itself
     if mode == "detect":  # no identity: whichever version the pipeline embeds with
         return await respond(identity, settings.quality.min_score, await infer(inference, data, options), options, mode)
 
