@@ -51,20 +51,29 @@ class Quality:
 
 def pose(landmarks: np.ndarray) -> tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees from eye L, eye R, nose, mouth L, mouth R. An estimate from
-    2-D points: about right up to ~45 degrees, and saturating beyond (profile faces read ~60-90)."""
-    p = np.asarray(landmarks, np.float64).reshape(5, 2)
-    d = p[1] - p[0]
-    roll = math.degrees(math.atan2(d[1], d[0]))
-    # undo the roll, then read the nose position between the eyes and between eyes and mouth
+    2-D points: about right up to ~45 degrees, and saturating beyond (profile faces read ~60-90).
+    Scalar math on the ten numbers: numpy on 5x2 arrays cost more in call overhead than the math."""
+    (x0, y0), (x1, y1), (xn, yn), (xl, yl), (xr, yr) = np.asarray(landmarks, np.float64).reshape(5, 2).tolist()
+    roll = math.degrees(math.atan2(y1 - y0, x1 - x0))
+    # undo the roll about eye L, then read the nose position between the eyes and between eyes and mouth
     c, s = math.cos(-math.radians(roll)), math.sin(-math.radians(roll))
-    q = (p - p[0]) @ np.array([[c, s], [-s, c]])
-    eye_w = max(q[1, 0], 1e-6)
-    eye_y, mouth_y = q[:2, 1].mean(), q[3:, 1].mean()
-    fx = q[2, 0] / eye_w
-    fy = (q[2, 1] - eye_y) / max(mouth_y - eye_y, 1e-6)
-    yaw = math.degrees(math.asin(float(np.clip(2 * (fx - _YAW0), -1, 1))))
-    pitch = math.degrees(math.asin(float(np.clip(2 * (fy - _PITCH0), -1, 1))))
+
+    def unrolled(x: float, y: float) -> tuple[float, float]:
+        dx, dy = x - x0, y - y0
+        return dx * c - dy * s, dx * s + dy * c
+
+    (eye_r, eye_r_y), (nose_x, nose_y) = unrolled(x1, y1), unrolled(xn, yn)
+    eye_y = (0.0 + eye_r_y) / 2  # eye L is the origin
+    mouth_y = (unrolled(xl, yl)[1] + unrolled(xr, yr)[1]) / 2
+    fx = nose_x / max(eye_r, 1e-6)
+    fy = (nose_y - eye_y) / max(mouth_y - eye_y, 1e-6)
+    yaw = math.degrees(math.asin(_clip(2 * (fx - _YAW0), -1.0, 1.0)))
+    pitch = math.degrees(math.asin(_clip(2 * (fy - _PITCH0), -1.0, 1.0)))
     return yaw, pitch, roll
+
+
+def _clip(v: float, lo: float, hi: float) -> float:
+    return lo if v < lo else hi if v > hi else v
 
 
 def sharpness(chip: np.ndarray) -> float:
@@ -77,12 +86,13 @@ def sharpness(chip: np.ndarray) -> float:
 def assess(chip: np.ndarray, landmarks: np.ndarray, box, score: float) -> Quality:
     yaw, pitch, roll = pose(landmarks)
     sharp = sharpness(chip)
-    size = int(round(min(float(box[2]) - float(box[0]), float(box[3]) - float(box[1]))))
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    size = int(round(min(x1 - x0, y1 - y0)))
     scores = {
         "sharpness": min(1.0, sharp / SHARPNESS_REF),
         "pose": max(0.0, 1.0 - max(abs(yaw), abs(pitch)) / POSE_LIMIT),
-        "face_size": float(np.clip((size - SIZE_FLOOR) / (SIZE_REF - SIZE_FLOOR), 0.0, 1.0)),
-        "detection_score": float(np.clip(score, 0.0, 1.0)),
+        "face_size": _clip((size - SIZE_FLOOR) / (SIZE_REF - SIZE_FLOOR), 0.0, 1.0),
+        "detection_score": _clip(float(score), 0.0, 1.0),
     }
-    overall = float(np.prod(list(scores.values())))
+    overall = math.prod(scores.values())
     return Quality(sharp, yaw, pitch, roll, size, float(score), scores, overall)
