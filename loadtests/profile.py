@@ -1,7 +1,10 @@
 """Where does a request's time go? Profile one size class under load before optimising.
 
 Starts Triton and the API as the benchmark does, drives /analyze at a concurrency for a few
-seconds, and reports:
+seconds (through face_analytics_client, which sends the photo as the raw body), and reports:
+  - the API's CPU time per image over that window (utime + stime of the process from /proc,
+    every thread: loadtests.api_cost), beside Triton's (tritonserver and its stub processes);
+    py-spy's shares below are of this, often small, amount;
   - Triton's per-model statistics over that window (GET /v2/models/<m>/stats): per execution
     the time queued, and compute input / infer / output, and the inferences per execution;
   - a py-spy profile of the API process (top functions by own time), if py-spy is installed
@@ -26,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from core.settings import PROJECT_ROOT
-from loadtests import benchmark, photo_sets
+from loadtests import api_cost, benchmark, photo_sets
 from pipeline import contract as C
 from tools import api_process
 from tools.triton_local import serving
@@ -103,6 +106,11 @@ async def _drive(url: str, datas: list[bytes], concurrency: int, seconds: float)
     return (await benchmark.run_api(url, datas, (concurrency,), seconds))[f"c{concurrency}"]
 
 
+def _cpu_per_image(cpu_before: dict, cpu_after: dict, images: int) -> dict:
+    return {f"{k}_cpu_ms_per_image": round((cpu_after[k] - cpu_before[k]) * 1000 / max(images, 1), 2)
+            for k in cpu_before}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,6 +130,8 @@ def main(argv=None) -> int:
         try:
             asyncio.run(_drive(url, datas, args.concurrency, 3))  # warm-up
             before = triton_stats(server.http_url)
+            watched = {"api": [api.pid], "triton": api_cost.tree(server.process.pid)}
+            cpu_before = {k: api_cost.cpu_seconds(v) for k, v in watched.items()}
             spy = {}
 
             async def both():
@@ -131,7 +141,10 @@ def main(argv=None) -> int:
                 spy["top"] = await spy_task
                 return load
 
-            report["api"] = asyncio.run(both())
+            load = asyncio.run(both())
+            report["api"] = {k: v for k, v in load.items() if not k.startswith("_")}  # not the raw latencies
+            cpu_after = {k: api_cost.cpu_seconds(v) for k, v in watched.items()}
+            report["cpu"] = _cpu_per_image(cpu_before, cpu_after, load["images"])
             report["triton"] = stats_delta(before, triton_stats(server.http_url))
             report["api_py_spy_own_time_percent"] = spy["top"]
         finally:

@@ -64,3 +64,28 @@ def test_profile_reads_tritons_per_model_statistics(triton, built_models, shared
     assert delta[C.DETECTOR]["compute_infer_ms_per_request"] > 0
     ops = profile.ort_profile(built_models[C.DETECTOR], built_models[C.MULTITASK], [photo], tmp_path)
     assert any(k.startswith("detector:Conv") for k in ops) and any(k.startswith("multitask:") for k in ops)
+
+
+def test_api_cost_measures_cpu_per_image_for_every_upload(triton, shared_data, tmp_path):
+    """loadtests.api_cost: each way of sending the photo answers without errors through a real
+    uvicorn, and the CPU accounting sees the API process and Triton's whole process tree."""
+    import asyncio
+
+    from loadtests import api_cost
+    from tools.api_process import start_api, stop
+
+    photo = (shared_data / "detection" / "images" / "friends_t1.jpg").read_bytes()
+    triton_pids = api_cost.tree(triton.process.pid)
+    assert len(triton_pids) > 1  # tritonserver and its python backend stubs
+    proc, url = start_api(triton.grpc_url, tmp_path / "api", TRITON_TIMEOUT_S="60")
+    try:
+        runs = [asyncio.run(api_cost.measure_api(url, upload, [photo], 2, 1.0,
+                                                 {"api": [proc.pid], "triton": triton_pids}))
+                for upload in api_cost.UPLOADS]
+    finally:
+        stop(proc)
+    for upload, r in zip(api_cost.UPLOADS, runs):
+        assert r["errors"] == 0 and r["images"] > 0, (upload, r)
+        assert r["triton_cpu_ms_per_image"] > 0, (upload, r)
+    # the kernel counts CPU in 10 ms ticks: over the three short runs together the API shows
+    assert sum(r["api_cpu_ms_per_image"] for r in runs) > 0
