@@ -26,14 +26,13 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from core.settings import PROJECT_ROOT
 from loadtests import benchmark, photo_sets
-from loadtests.benchmark import DATA, DEADLINE_S, load_average, published_models, summarise
+from loadtests.benchmark import DATA, DEADLINE_S, load_average, published_models
 from loadtests.options_benchmark import extract
 from tools.api_process import start_api, stop
 from tools.triton_local import TritonServer
@@ -80,34 +79,18 @@ def self_cpu() -> float:
 
 async def closed_loop(call, datas: list[bytes], concurrency: int, seconds: float, watch: dict[str, list[int]]) -> dict:
     """benchmark._closed_loop, plus the CPU each watched process tree used in the window."""
-    lat, faces, errors, counter, why = [], [0], [0], iter(range(10 ** 9)), set()
-    for d in datas[:2]:
-        await call(d)  # warm-up, outside the window
-    end = time.perf_counter() + seconds
+    def meter():
+        before = {k: cpu_seconds(v) for k, v in watch.items()}
+        client_before = self_cpu()
 
-    async def worker():
-        while time.perf_counter() < end:
-            i = next(counter)
-            t = time.perf_counter()
-            try:
-                n = await call(datas[i % len(datas)])
-                faces[0] += n
-                lat.append(time.perf_counter() - t)
-            except Exception as exc:  # noqa: BLE001 - counted, reported (the first few kinds)
-                errors[0] += 1
-                if len(why) < 3:
-                    why.add(f"{type(exc).__name__}: {str(exc)[:160]}")
+        def per_image(images: int) -> dict:
+            n = max(images, 1)
+            out = {f"{k}_cpu_ms_per_image": round((cpu_seconds(pids) - before[k]) * 1000 / n, 2)
+                   for k, pids in watch.items()}
+            return out | {"client_cpu_ms_per_image": round((self_cpu() - client_before) * 1000 / n, 2)}
+        return per_image
 
-    before = {k: cpu_seconds(v) for k, v in watch.items()}
-    client_before, t0 = self_cpu(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall = time.perf_counter() - t0
-    out = summarise(lat, wall, faces[0]) | {"errors": errors[0]} | ({"error_kinds": sorted(why)} if why else {})
-    n = max(len(lat), 1)
-    for k, pids in watch.items():
-        out[f"{k}_cpu_ms_per_image"] = round((cpu_seconds(pids) - before[k]) * 1000 / n, 2)
-    out["client_cpu_ms_per_image"] = round((self_cpu() - client_before) * 1000 / n, 2)
-    return out
+    return await benchmark._closed_loop(call, datas, concurrency, seconds, warmups=2, meter=meter)
 
 
 def api_call(client, upload: str):

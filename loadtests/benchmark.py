@@ -164,9 +164,14 @@ def run_inprocess(det: Path, mt: Path, photos: list[Path], seconds: float, procs
 
 
 # -- 2./3. closed-loop load at a given concurrency ------------------------------------------------
-async def _closed_loop(call, datas: list[bytes], concurrency: int, seconds: float) -> dict:
-    lat, faces, errors, counter = [], [0], [0], iter(range(10 ** 9))
-    await call(datas[0])  # warm-up
+async def _closed_loop(call, datas: list[bytes], concurrency: int, seconds: float, warmups: int = 1,
+                       meter=None) -> dict:
+    """`concurrency` clients calling `call(data) -> faces` over `datas` for `seconds`. `meter`:
+    called when the window opens, it returns a function of the images answered that gives
+    extra figures for the window (loadtests.api_cost: CPU per image)."""
+    lat, faces, errors, counter, why = [], [0], [0], iter(range(10 ** 9)), set()
+    for d in datas[:warmups]:
+        await call(d)  # warm-up, outside the window
     end = time.perf_counter() + seconds
 
     async def worker():
@@ -177,13 +182,19 @@ async def _closed_loop(call, datas: list[bytes], concurrency: int, seconds: floa
                 n = await call(datas[i % len(datas)])
                 faces[0] += n  # not `+= await`: that reads faces[0] before the await
                 lat.append(time.perf_counter() - t)
-            except Exception:  # noqa: BLE001 - counted, reported
+            except Exception as exc:  # noqa: BLE001 - counted, reported (the first few kinds)
                 errors[0] += 1
+                if len(why) < 3:
+                    why.add(f"{type(exc).__name__}: {str(exc)[:160]}")
 
+    extra = meter() if meter else None
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - t0
-    return summarise(lat, wall, faces[0]) | {"concurrency": concurrency, "errors": errors[0]}
+    out = summarise(lat, wall, faces[0]) | {"concurrency": concurrency, "errors": errors[0]}
+    if why:
+        out["error_kinds"] = sorted(why)
+    return out | (extra(len(lat)) if extra else {})
 
 
 def pipeline_inputs(aio, data: bytes, min_face_size: int = 0) -> list:
