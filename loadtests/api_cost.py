@@ -25,7 +25,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +32,7 @@ import numpy as np
 from core.settings import PROJECT_ROOT
 from loadtests import benchmark, photo_sets
 from loadtests.benchmark import DATA, DEADLINE_S, load_average, published_models
-from loadtests.options_benchmark import extract
-from tools.api_process import start_api, stop
-from tools.triton_local import TritonServer
+from loadtests.options_benchmark import base_and_current
 
 TICK = os.sysconf("SC_CLK_TCK")
 UPLOADS = ("multipart", "raw", "json")
@@ -151,51 +148,36 @@ def main(argv=None) -> int:
                                                                 capture_output=True, text=True).stdout.strip(),
               "concurrency": args.concurrency, "seconds": args.seconds, "rounds": args.rounds, "cpus": os.cpu_count(),
               "load_before": load_average(), "classes": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        server = TritonServer.on_free_ports(repo, tmp / "triton").start(240)
-        procs = []
-        try:
-            base = extract(args.base, tmp / "base")
-            base_proc, base_url = start_api(server.grpc_url, tmp / "base-data", cwd=base, timeout_s=600,
-                                            PYTHONPATH=str(base), TRITON_TIMEOUT_S=str(DEADLINE_S))
-            procs.append(base_proc)
-            cur_proc, cur_url = start_api(server.grpc_url, tmp / "cur-data", timeout_s=600,
-                                          TRITON_TIMEOUT_S=str(DEADLINE_S))
-            procs.append(cur_proc)
-            triton_pids = tree(server.process.pid)
-            for name, paths in sets.items():
-                datas = [x.read_bytes() for x in paths]
-                runs: dict[str, list[dict]] = {a: [] for a in arms}
-                cls = {"set": photo_sets.describe(paths), "load_before": load_average(), "runs": runs}
-                for rnd in range(args.rounds):
-                    for arm in arms:
-                        if arm == "triton":
-                            r = asyncio.run(measure_triton(server.grpc_url, datas, args.concurrency, args.seconds,
-                                                           {"triton": triton_pids}))
-                        else:
-                            which, upload = arm.split()
-                            proc, url = (base_proc, base_url) if which == "base" else (cur_proc, cur_url)
-                            r = asyncio.run(measure_api(url, upload, datas, args.concurrency, args.seconds,
-                                                        {"api": [proc.pid], "triton": triton_pids}))
-                        r["load"] = load_average()
-                        runs[arm].append(r)
-                        print(f"[api_cost] {name} round {rnd + 1} {arm}: {r['images_per_s']} images/s, "
-                              f"API {r.get('api_cpu_ms_per_image', '-')} ms CPU/image, Triton "
-                              f"{r['triton_cpu_ms_per_image']} ms CPU/image, errors {r['errors']}, load {r['load']}",
-                              flush=True)
-                cls["load_after"] = load_average()
-                cls["summary"] = {a: {k: _mean(rs, k) for k in ("images_per_s", "p50_ms", "api_cpu_ms_per_image",
-                                                                 "triton_cpu_ms_per_image", "client_cpu_ms_per_image")}
-                                  for a, rs in runs.items()}
-                tri = cls["summary"]["triton"]["images_per_s"]
-                for a, s in cls["summary"].items():
-                    s["vs_triton"] = round(s["images_per_s"] / tri, 3) if tri and s["images_per_s"] else None
-                result["classes"][name] = cls
-        finally:
-            for proc in procs:
-                stop(proc)
-            server.stop()
+    with base_and_current(repo, args.base, DEADLINE_S) as (server, (base_proc, base_url), (cur_proc, cur_url)):
+        triton_pids = tree(server.process.pid)
+        for name, paths in sets.items():
+            datas = [x.read_bytes() for x in paths]
+            runs: dict[str, list[dict]] = {a: [] for a in arms}
+            cls = {"set": photo_sets.describe(paths), "load_before": load_average(), "runs": runs}
+            for rnd in range(args.rounds):
+                for arm in arms:
+                    if arm == "triton":
+                        r = asyncio.run(measure_triton(server.grpc_url, datas, args.concurrency, args.seconds,
+                                                       {"triton": triton_pids}))
+                    else:
+                        which, upload = arm.split()
+                        proc, url = (base_proc, base_url) if which == "base" else (cur_proc, cur_url)
+                        r = asyncio.run(measure_api(url, upload, datas, args.concurrency, args.seconds,
+                                                    {"api": [proc.pid], "triton": triton_pids}))
+                    r["load"] = load_average()
+                    runs[arm].append(r)
+                    print(f"[api_cost] {name} round {rnd + 1} {arm}: {r['images_per_s']} images/s, "
+                          f"API {r.get('api_cpu_ms_per_image', '-')} ms CPU/image, Triton "
+                          f"{r['triton_cpu_ms_per_image']} ms CPU/image, errors {r['errors']}, load {r['load']}",
+                          flush=True)
+            cls["load_after"] = load_average()
+            cls["summary"] = {a: {k: _mean(rs, k) for k in ("images_per_s", "p50_ms", "api_cpu_ms_per_image",
+                                                             "triton_cpu_ms_per_image", "client_cpu_ms_per_image")}
+                              for a, rs in runs.items()}
+            tri = cls["summary"]["triton"]["images_per_s"]
+            for a, s in cls["summary"].items():
+                s["vs_triton"] = round(s["images_per_s"] / tri, 3) if tri and s["images_per_s"] else None
+            result["classes"][name] = cls
     result["load_after"] = load_average()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -13,6 +13,7 @@ Writes docs/benchmark/options.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import json
 import subprocess
@@ -92,6 +93,29 @@ def quality_cost(det: Path, mt: Path, paths: list[Path]) -> dict:
             "share_of_pipeline": round(float(np.median(times)) / pipeline_per_face, 4)}
 
 
+
+@contextlib.contextmanager
+def base_and_current(repo: Path, base_rev: str, deadline_s: int = 600):
+    """One Triton on `repo` and two APIs against it: `base_rev`'s own code (its api/ and
+    pipeline/ first on the path) and this checkout's, each with its own database; yields
+    (server, (base process, url), (current process, url)) and stops them all."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        server = TritonServer.on_free_ports(repo, tmp / "triton").start(240)
+        procs = []
+        try:
+            base = extract(base_rev, tmp / "base")
+            procs.append(start_api(server.grpc_url, tmp / "base-data", cwd=base, timeout_s=600,
+                                   PYTHONPATH=str(base), TRITON_TIMEOUT_S=str(deadline_s)))
+            procs.append(start_api(server.grpc_url, tmp / "cur-data", timeout_s=600,
+                                   TRITON_TIMEOUT_S=str(deadline_s)))
+            yield server, procs[0], procs[1]
+        finally:
+            for proc, _ in procs:
+                stop(proc)
+            server.stop()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.options_benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,30 +133,15 @@ def main(argv=None) -> int:
               "photos": len(paths), "seconds": args.seconds, "rounds": args.rounds,
               "load_before": load_average(), "quality_cost": quality_cost(det, mt, paths)}
     runs: dict[str, dict[str, list[dict]]] = {name: {"c1": [], "c16": []} for name, _ in ARMS}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        server = TritonServer.on_free_ports(repo, tmp / "triton").start(240)
-        procs = []
-        try:
-            # the base revision's own code: its api/ and pipeline/ first on the path
-            base = extract(args.base, tmp / "base")
-            base_proc, base_url = start_api(server.grpc_url, tmp / "base-data", cwd=base, timeout_s=600,
-                                            PYTHONPATH=str(base), TRITON_TIMEOUT_S="600")
-            procs.append(base_proc)
-            cur_proc, cur_url = start_api(server.grpc_url, tmp / "cur-data", timeout_s=600, TRITON_TIMEOUT_S="600")
-            procs.append(cur_proc)
-            for rnd in range(args.rounds):
-                for c in (1, 16):
-                    for name, include in ARMS:
-                        url = base_url if name == "base" else cur_url
-                        r = asyncio.run(measure(url, datas, include, c, args.seconds))
-                        runs[name][f"c{c}"].append(r)
-                        print(f"[options] round {rnd + 1} c{c} {name}: {r['images_per_s']} images/s, "
-                              f"p50 {r['p50_ms']} ms, errors {r['errors']}", flush=True)
-        finally:
-            for proc in procs:
-                stop(proc)
-            server.stop()
+    with base_and_current(repo, args.base) as (_, (_, base_url), (_, cur_url)):
+        for rnd in range(args.rounds):
+            for c in (1, 16):
+                for name, include in ARMS:
+                    url = base_url if name == "base" else cur_url
+                    r = asyncio.run(measure(url, datas, include, c, args.seconds))
+                    runs[name][f"c{c}"].append(r)
+                    print(f"[options] round {rnd + 1} c{c} {name}: {r['images_per_s']} images/s, "
+                          f"p50 {r['p50_ms']} ms, errors {r['errors']}", flush=True)
     result["load_after"] = load_average()
     result["runs"] = runs
     summary = {}
